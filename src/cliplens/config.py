@@ -1,0 +1,211 @@
+"""Configuration: Hydra composes the config tree, cliplens validates it and hands plain dicts on.
+
+Snakemake's ``--config key=value`` pairs (and ``--configfile`` contents) become Hydra overrides,
+so ``snakemake --config model=vit_b_16_openai dataset.mirror=/data/x`` works as in any Hydra app.
+Everything is validated before a job runs: unknown keys, unknown config-group options and
+out-of-range values fail with a message that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+GROUPS = ("model", "dataset", "perturbation", "explain", "interpret")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the valid choices."""
+
+
+def group_options(config_dir: Path, group: str) -> list[str]:
+    """Selectable options of a config group (files starting with '_' are building blocks)."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _format_value(value: Any) -> str:
+    """Render a Python value in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_format_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if re.fullmatch(r"[\w./\-+:@~]+", text) and text not in ("true", "false", "null"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def overrides_from_mapping(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Turn Snakemake's config dict into Hydra overrides; nested mappings become dotted keys.
+
+    A plain value of a config group (``model: vit_b_16_openai``) selects that option.
+    """
+    overrides = []
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and dotted not in ("drift.label_sets",):
+            overrides.extend(overrides_from_mapping(value, prefix=f"{dotted}."))
+        else:
+            overrides.append(f"{dotted}={_format_value(value)}")
+    return overrides
+
+
+def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in GROUPS and value not in group_options(config_dir, key):
+            raise ConfigError(
+                f"{key}={value!r} is not a known {key} config; valid: {group_options(config_dir, key)}"
+            )
+    try:
+        with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        message = str(error).split("\n")[0]
+        key = getattr(error, "full_key", None) or re.search(r"override '([^']+)'", message)
+        key = key.group(1) if isinstance(key, re.Match) else key
+        hint = ""
+        if key and "Could not override" in message:
+            hint = f" (unknown key {key!r}; {_valid_keys_hint(config_dir, key)})"
+        elif "Missing mandatory value" in message:
+            hint = f" (set it, for example --config {key}=...)"
+        raise ConfigError(f"invalid configuration: {message}{hint}") from error
+
+
+def _valid_keys_hint(config_dir: Path, dotted: str) -> str:
+    parent, _, leaf = dotted.rpartition(".")
+    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
+        base = OmegaConf.to_container(compose("config"), resolve=False)
+    node = base
+    for part in filter(None, parent.split(".")):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    valid = sorted(node) if isinstance(node, dict) else []
+    close = difflib.get_close_matches(leaf, valid, n=1)
+    return (f"did you mean {close[0]!r}? " if close else "") + f"valid keys here: {valid}"
+
+
+def schema_path(config_dir: Path) -> Path:
+    """The JSON schema of a resolved config: workflow/schemas/ beside the config tree."""
+    return config_dir.resolve().parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _schema_error_message(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "<root>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"unknown key {key}.{extra[0]} ; valid keys in {key}: {allowed}".replace("<root>.", "")
+    if error.validator == "enum":
+        return f"{key}={error.instance!r} is not valid; valid choices: {error.validator_value}"
+    return f"{key}: {error.message}"
+
+
+def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Check a resolved config against the schema and the registries; raise ConfigError on the first problem."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise ConfigError(_schema_error_message(errors[0]))
+    for model_cfg in cfg["model_grid"].values():
+        _validate_model(model_cfg)
+    _validate_dataset(cfg["dataset"])
+    _validate_perturbation(cfg["perturbation"])
+    from cliplens.prompts import TEMPLATE_SETS
+
+    if cfg["embedding"]["templates"] not in TEMPLATE_SETS:
+        raise ConfigError(
+            f"embedding.templates={cfg['embedding']['templates']!r} unknown; valid: {sorted(TEMPLATE_SETS)}"
+        )
+
+
+def _validate_model(model_cfg: Mapping[str, Any]) -> None:
+    import open_clip
+
+    arch = model_cfg["arch"]
+    if model_cfg["source"] != "checkpoint" or arch is not None:
+        known = open_clip.list_models()
+        if arch not in known:
+            close = difflib.get_close_matches(arch, known, n=5)
+            raise ConfigError(
+                f"model.arch={arch!r} is not an open_clip architecture; closest: {close} "
+                "(all: python -c 'import open_clip; print(open_clip.list_models())')"
+            )
+    if model_cfg["source"] == "open_clip":
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if model_cfg["pretrained"] not in tags:
+            raise ConfigError(f"model.pretrained={model_cfg['pretrained']!r} unknown for {arch}; valid: {tags}")
+    if model_cfg["source"] == "checkpoint":
+        path = model_cfg["checkpoint"]
+        if not path or not Path(path).expanduser().is_file():
+            raise ConfigError(f"model.checkpoint={path!r} is not a file")
+
+
+def _validate_dataset(dataset_cfg: Mapping[str, Any]) -> None:
+    for key in ("mirror", "path"):
+        value = dataset_cfg.get(key)
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise ConfigError(f"dataset.{key}={value!r} is not a directory")
+    if dataset_cfg["kind"] == "folder" and dataset_cfg["path"] is None:
+        raise ConfigError("dataset=folder needs dataset.path=/some/dir")
+    csv = dataset_cfg.get("labels_csv")
+    if csv is not None and not Path(csv).expanduser().is_file():
+        raise ConfigError(f"dataset.labels_csv={csv!r} is not a file")
+
+
+def _validate_perturbation(perturbation_cfg: Mapping[str, Any]) -> None:
+    from cliplens.perturb import resolve_params
+
+    for family, params in perturbation_cfg["families"].items():
+        try:
+            resolve_params(family, params or {})
+        except ValueError as error:
+            raise ConfigError(f"perturbation.families.{family}: {error}") from error
+
+
+def compose_config(config_dir: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Compose, expand the model grid and validate; returns a plain, fully resolved dict."""
+    config_dir = Path(config_dir)
+    overrides = list(overrides)
+    cfg = _compose(config_dir, overrides)
+    grid = {cfg["model"]["name"]: cfg["model"]}
+    for option in cfg.get("models") or []:
+        if option not in group_options(config_dir, "model"):
+            raise ConfigError(f"models: {option!r} is not a model config; valid: {group_options(config_dir, 'model')}")
+        model_overrides = [o for o in overrides if not o.startswith(("model=", "model."))]
+        model_cfg = _compose(config_dir, model_overrides + [f"model={option}"])["model"]
+        grid[model_cfg["name"]] = model_cfg
+    cfg["model_grid"] = grid
+    cfg["dataset"]["num_images"] = resolve_num_images(cfg["dataset"])
+    validate(cfg, yaml.safe_load(schema_path(config_dir).read_text()))
+    return cfg
+
+
+def resolve_num_images(dataset_cfg: Mapping[str, Any]) -> int:
+    """Declared dataset size, or for a folder the number of image files in it (cheap: a directory walk)."""
+    if dataset_cfg.get("num_images") is not None:
+        return int(dataset_cfg["num_images"])
+    from cliplens.datasets import list_image_files
+
+    return len(list_image_files(Path(dataset_cfg["path"]).expanduser()))
+
+
+def num_shards(num_images: int, shard_size: int) -> int:
+    """Shards the embedding step splits a dataset into (at least one)."""
+    return max(1, math.ceil(num_images / shard_size))

@@ -1,0 +1,227 @@
+"""Datasets: preparing a normalised manifest (Parquet) and a rejects file for every dataset kind.
+
+Manifest columns: image_id, path, label, label_index, width, height, mask_path (null without masks).
+Unreadable images go to the rejects table (path, reason) and are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from cliplens.download import download, safe_extract_zip
+from cliplens.files import atomic_output
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index", "width", "height", "mask_path"]
+REJECT_COLUMNS = ["path", "reason"]
+
+# scikit-image's bundled photos and the labels cliplens gives them (loader name, label)
+SKIMAGE_SAMPLES: tuple[tuple[str, str], ...] = (
+    ("astronaut", "astronaut"),
+    ("chelsea", "cat"),
+    ("coffee", "cup of coffee"),
+    ("rocket", "rocket"),
+    ("stereo_motorcycle", "motorcycle"),
+    ("hubble_deep_field", "galaxy"),
+    ("retina", "retina"),
+    ("camera", "photographer"),
+    ("coins", "coins"),
+    ("moon", "moon"),
+    ("brick", "brick wall"),
+    ("clock", "clock"),
+)
+
+
+def list_image_files(root: Path) -> list[Path]:
+    """Image files below ``root`` (by suffix), sorted for a stable order."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def inspect_image(path: Path) -> tuple[int, int]:
+    """Fully decode an image (catching truncation) and return (width, height)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+def build_manifest(
+    paths: list[Path],
+    label_indices: list[int],
+    label_names: list[str],
+    mask_paths: list[str | None] | None = None,
+    root: Path | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every image and return (manifest, rejects). Label index -1 marks an unlabeled image.
+
+    Labels go by index, not name: label sets can repeat a name (ImageNet has two 'sunglasses').
+    """
+    rows, rejects = [], []
+    for i, path in enumerate(paths):
+        try:
+            width, height = inspect_image(path)
+        except Exception as error:  # PIL raises many types for bad files
+            rejects.append({"path": str(path), "reason": f"{type(error).__name__}: {error}"})
+            log.warning("skipping unreadable image %s: %s", path, error)
+            continue
+        image_id = str(path.relative_to(root).with_suffix("")) if root else path.stem
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": str(path.resolve()),
+                "label": label_names[label_indices[i]] if label_indices[i] >= 0 else "",
+                "label_index": label_indices[i],
+                "width": width,
+                "height": height,
+                "mask_path": mask_paths[i] if mask_paths else None,
+            }
+        )
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
+        {"label_index": "int64", "width": "int64", "height": "int64"}
+    )
+    manifest.attrs["label_names"] = label_names
+    return manifest, pd.DataFrame(rejects, columns=REJECT_COLUMNS)
+
+
+def _prepare_skimage(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import skimage.data
+
+    image_dir = out_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    paths, labels = [], []
+    for loader, label in SKIMAGE_SAMPLES:
+        pixels = getattr(skimage.data, loader)()
+        pixels = pixels[0] if isinstance(pixels, tuple) else pixels
+        pixels = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
+        path = image_dir / f"{loader}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        paths.append(path)
+        labels.append(label)
+    names = list(dict.fromkeys(labels))
+    return build_manifest(paths, [names.index(label) for label in labels], names)
+
+
+def _source_root(cfg: Mapping[str, Any], out_dir: Path, marker: str) -> Path:
+    """The dataset's files: the mirror read in place, or the verified archives extracted under out_dir."""
+    if cfg.get("mirror"):
+        return Path(cfg["mirror"]).expanduser().resolve()
+    extracted = out_dir / "source"
+    if not list(extracted.rglob(marker)):
+        for archive in cfg["archives"]:
+            local = out_dir / "downloads" / Path(archive["url"]).name
+            if not local.exists():
+                download(archive["url"], local, archive["sha256"])
+            safe_extract_zip(local, extracted)
+    candidates = sorted({p.parent for p in extracted.rglob(marker)})
+    if not candidates:
+        raise FileNotFoundError(f"no {marker} found in the extracted archives under {extracted}")
+    return candidates[0]
+
+
+def _prepare_imagenet_samples(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import open_clip
+
+    root = _source_root(cfg, out_dir, "n01440764_*")
+    names = list(open_clip.IMAGENET_CLASSNAMES)
+    paths = list_image_files(root)
+    # ImageNet-1k class index = position of the WordNet id among the 1000 sorted ids
+    wnids = sorted({p.name.split("_")[0] for p in paths})
+    index = {wnid: i for i, wnid in enumerate(wnids)} if len(wnids) == len(names) else {}
+    labels = [index.get(p.name.split("_")[0], -1) for p in paths]
+    return build_manifest(paths, labels, names, root=root)
+
+
+def coco_class_names(root: Path) -> dict[int, str]:
+    """COCO panoptic category id -> name, from semantic_segmentation/config.yaml (0 = unlabeled)."""
+    config = yaml.safe_load((root / "semantic_segmentation" / "config.yaml").read_text())
+    return {int(k): v for k, v in config["classes"].items()}
+
+
+def _prepare_coco128(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    root = _source_root(cfg, out_dir, "semantic_segmentation").parent
+    root = root if (root / "images").is_dir() else root / "coco128"
+    classes = coco_class_names(root)
+    class_ids = [k for k in sorted(classes) if k != 0]
+    names = [classes[k] for k in class_ids]
+    index_of_id = {k: i for i, k in enumerate(class_ids)}
+    paths, labels, masks = [], [], []
+    for path in list_image_files(root / "images"):
+        split = path.parent.name
+        mask = root / "semantic_segmentation" / "masks" / split / f"{path.stem}.png"
+        label = -1
+        if mask.is_file():
+            ids, counts = np.unique(np.asarray(Image.open(mask)), return_counts=True)
+            keep = ids != 0
+            if keep.any():  # the class covering most labelled pixels is the image's label
+                label = index_of_id.get(int(ids[keep][np.argmax(counts[keep])]), -1)
+        paths.append(path)
+        labels.append(label)
+        masks.append(str(mask.resolve()) if mask.is_file() else None)
+    return build_manifest(paths, labels, names, mask_paths=masks, root=root / "images")
+
+
+def _prepare_folder(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    root = Path(cfg["path"]).expanduser().resolve()
+    paths = list_image_files(root)
+    labels, names = [""] * len(paths), []
+    if cfg.get("labels_csv"):
+        table = pd.read_csv(Path(cfg["labels_csv"]).expanduser(), dtype=str)
+        if not {"file", "label"} <= set(table.columns):
+            raise ValueError(f"{cfg['labels_csv']} needs columns 'file' and 'label'; has {list(table.columns)}")
+        by_file = dict(zip(table["file"], table["label"]))
+        labels = [by_file.get(str(p.relative_to(root)), "") for p in paths]
+        names = sorted({label for label in labels if label})
+    index = {name: i for i, name in enumerate(names)}
+    return build_manifest(paths, [index.get(label, -1) for label in labels], names, root=root)
+
+
+PREPARERS: dict[str, Callable[[Mapping[str, Any], Path], tuple[pd.DataFrame, pd.DataFrame]]] = {
+    "skimage": _prepare_skimage,
+    "imagenet_samples": _prepare_imagenet_samples,
+    "coco128": _prepare_coco128,
+    "folder": _prepare_folder,
+}
+
+
+def prepare(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prepare a dataset config's manifest and rejects (fetching or extracting into out_dir when needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return PREPARERS[cfg["kind"]](cfg, out_dir)
+
+
+def write_manifest(manifest: pd.DataFrame, rejects: pd.DataFrame, manifest_path: Path, rejects_path: Path) -> None:
+    """Write the manifest (Parquet; label names in its metadata) and rejects (CSV), each atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    names = manifest.attrs["label_names"]
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"label_names": "\n".join(names).encode()})
+    with atomic_output(manifest_path) as tmp:
+        pq.write_table(table, tmp)
+    with atomic_output(rejects_path) as tmp:
+        rejects.to_csv(tmp, index=False)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest; ``manifest.attrs['label_names']`` holds the label set in label-index order."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    manifest = table.to_pandas()
+    raw = (table.schema.metadata or {}).get(b"label_names", b"")
+    manifest.attrs["label_names"] = raw.decode().split("\n") if raw else []
+    return manifest
+
+
+def shard_rows(manifest: pd.DataFrame, shard: int, shard_size: int) -> pd.DataFrame:
+    """Rows of one shard (may be empty when rejects made the dataset smaller than declared)."""
+    return manifest.iloc[shard * shard_size : (shard + 1) * shard_size]

@@ -1,0 +1,261 @@
+"""Loading CLIP models: open_clip names + pretrained tags, local checkpoints, tiny random models.
+
+Every model comes back as a :class:`LoadedModel`, which bundles the open_clip module with its
+tokenizer, the preprocessing it expects and a provenance record for the Parquet metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import open_clip
+import torch
+from open_clip.model import build_model_from_openai_state_dict
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+TINY_ARCHS = {"vit": "cliplens-tiny-vit", "resnet": "cliplens-tiny-rn"}
+SOURCES = ("open_clip", "checkpoint", "random")
+CHECKPOINT_FORMATS = ("auto", "open_clip", "openai")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights can neither be found locally nor downloaded."""
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model ready for inference, with what is needed to feed it."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    precision: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint image-text embedding."""
+        return int(self.model.visual.output_dim)
+
+    @property
+    def is_random(self) -> bool:
+        """True when the weights are random: figures made with them must say so."""
+        return bool(self.provenance.get("random_weights"))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for the configured precision (a no-op for fp32 and on CPU)."""
+        return autocast(self.device, self.precision)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp16/bf16 autocast on CUDA; fp32 (no autocast) elsewhere."""
+    if precision == "fp32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def create_tiny_clip(kind: str = "vit", seed: int = 0, image_size: int | None = None) -> torch.nn.Module:
+    """A small randomly initialised open_clip CLIP (ViT or ModifiedResNet), seeded, in eval mode.
+
+    The ViT variant has 4 layers of 4 heads (width 256, patch 32); both use OpenAI-compatible
+    shapes so that they round-trip through an OpenAI-format state dict.
+    """
+    if kind not in TINY_ARCHS:
+        raise ValueError(f"tiny model kind {kind!r} unknown; valid: {sorted(TINY_ARCHS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(
+            TINY_ARCHS[kind], pretrained=None, force_image_size=image_size
+        )
+    return model.eval()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, fmt: str = "open_clip") -> Path:
+    """Save a CLIP state dict in open_clip format or in OpenAI format (plain state dict, fp16)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if fmt == "openai":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        state["input_resolution"] = torch.tensor(model.visual.image_size[0])
+    elif fmt != "open_clip":
+        raise ValueError(f"checkpoint format {fmt!r} unknown; valid: ['open_clip', 'openai']")
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _load_openai_checkpoint(path: Path, trust_torchscript: bool) -> torch.nn.Module:
+    if _is_torchscript_archive(path):
+        if not trust_torchscript:
+            raise ValueError(
+                f"{path} is a TorchScript archive (the format of OpenAI's released .pt files). "
+                "Loading it runs code from the file; set model.trust_torchscript=true if you trust it."
+            )
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = build_model_from_openai_state_dict(state, cast_dtype=None)
+    return model.float().eval()
+
+
+def _detect_format(path: Path) -> str:
+    if _is_torchscript_archive(path):
+        return "openai"
+    if path.suffix == ".safetensors":
+        return "open_clip"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    # OpenAI state dicts carry input_resolution or keep fp16 weights
+    if "input_resolution" in state or state["visual.conv1.weight"].dtype == torch.float16:
+        return "openai"
+    return "open_clip"
+
+
+def weights_hint(cfg: Mapping[str, Any]) -> str:
+    """The ways out when pretrained weights are missing."""
+    return (
+        f"Pretrained weights for {cfg.get('arch')} ({cfg.get('pretrained')}) are not available on this "
+        "machine and cannot be downloaded. Ways out: (1) point to a local checkpoint with "
+        "`--config model=checkpoint model.arch=<ARCH> model.checkpoint=/path/to/weights.pt`; "
+        "(2) fill the Hugging Face cache on a machine with internet and run with HF_HUB_OFFLINE=1 "
+        "(model.cache_dir selects another cache); (3) `--config model=tiny_random` for a smoke run "
+        "with random weights."
+    )
+
+
+def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
+    """Return the local path of a model's pretrained weights, downloading them if possible.
+
+    Raises :class:`WeightsUnavailableError` naming the ways out when they cannot be had.
+    Only the ``open_clip`` source downloads; checkpoints must exist; random models need none.
+    """
+    source = cfg["source"]
+    if source == "random":
+        return None
+    if source == "checkpoint":
+        path = Path(cfg["checkpoint"]).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(f"model.checkpoint {path} does not exist")
+        return str(path)
+    pretrained_cfg = open_clip.get_pretrained_cfg(cfg["arch"], cfg["pretrained"])
+    if not pretrained_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(cfg["arch"])
+        raise WeightsUnavailableError(
+            f"model.pretrained={cfg['pretrained']!r} is no open_clip tag of {cfg['arch']}; valid: {tags}"
+        )
+    try:
+        return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cfg.get("cache_dir"))
+    except Exception as error:  # network errors come in many types
+        raise WeightsUnavailableError(f"{weights_hint(cfg)}\nCause: {error}") from error
+
+
+def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the open_clip module a model config describes, with its provenance record."""
+    source = cfg["source"]
+    provenance: dict[str, Any] = {"model": cfg["name"], "arch": cfg["arch"], "source": source}
+    if source == "random":
+        kind = {v: k for k, v in TINY_ARCHS.items()}.get(cfg["arch"])
+        if kind is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg["seed"])
+                module = open_clip.create_model(cfg["arch"], pretrained=None).eval()
+        else:
+            module = create_tiny_clip(kind, seed=cfg["seed"])
+        provenance.update(random_weights=True, seed=cfg["seed"])
+        return module, provenance
+    weights = ensure_weights(cfg)
+    if source == "checkpoint":
+        path = Path(weights)
+        fmt = cfg.get("checkpoint_format", "auto")
+        fmt = _detect_format(path) if fmt == "auto" else fmt
+        if fmt == "openai":
+            module = _load_openai_checkpoint(path, cfg.get("trust_torchscript", False))
+        else:
+            module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
+        provenance.update(checkpoint=str(path), checkpoint_format=fmt, checkpoint_sha256=file_sha256(path))
+    else:
+        module = open_clip.create_model(
+            cfg["arch"], pretrained=weights, weights_only=True, cache_dir=cfg.get("cache_dir")
+        )
+        provenance.update(pretrained=cfg["pretrained"])
+    provenance["random_weights"] = False
+    return module.eval(), provenance
+
+
+def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
+    """Load the model a resolved ``model`` config section describes, on its device."""
+    device = resolve_device(cfg.get("device", "auto"))
+    precision = cfg.get("precision", "fp32")
+    if precision != "fp32" and device.type != "cuda":
+        log.warning("precision %s needs CUDA; running in fp32 on %s", precision, device)
+        precision = "fp32"
+    module, provenance = build_module(cfg)
+    module = module.to(device)
+    module.requires_grad_(False)
+    preprocess = open_clip.get_model_preprocess_cfg(module)
+    size = preprocess["size"]
+    provenance.update(
+        open_clip_version=open_clip.__version__,
+        torch_version=torch.__version__,
+        preprocess={**preprocess, "size": size},
+    )
+    return LoadedModel(
+        model=module,
+        tokenizer=open_clip.get_tokenizer(cfg["arch"]),
+        image_size=size if isinstance(size, int) else size[0],
+        mean=tuple(preprocess["mean"]),
+        std=tuple(preprocess["std"]),
+        device=device,
+        precision=precision,
+        provenance=provenance,
+    )
+
+
+@contextlib.contextmanager
+def inference_mode(loaded: LoadedModel) -> Iterator[None]:
+    """No-grad inference with the configured autocast."""
+    with torch.inference_mode(), loaded.autocast():
+        yield

@@ -1,0 +1,80 @@
+"""Hydra composition, Snakemake-style overrides and validation errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from cliplens.config import ConfigError, compose_config, num_shards, overrides_from_mapping
+from conftest import ROOT
+
+CONFIG = ROOT / "config"
+
+
+def test_default_config_composes_with_documented_defaults():
+    cfg = compose_config(CONFIG)
+    assert cfg["model"]["arch"] == "ViT-B-32" and cfg["model"]["pretrained"] == "openai"
+    assert cfg["dataset"]["name"] == "skimage_samples"
+    assert list(cfg["model_grid"]) == ["vit_b_32_openai"]
+
+
+def test_snakemake_config_becomes_hydra_overrides():
+    overrides = overrides_from_mapping(
+        {"model": "tiny_random", "model.seed": 3, "stats": {"top_k": 2}, "drift": {"label_sets": {"x": ["a b", "it's"]}}}
+    )
+    assert overrides == [
+        "model=tiny_random",
+        "model.seed=3",
+        "stats.top_k=2",
+        "drift.label_sets={x:['a b','it\\'s']}",
+    ]
+    cfg = compose_config(CONFIG, overrides)
+    assert cfg["model"]["seed"] == 3 and cfg["stats"]["top_k"] == 2
+    assert cfg["drift"]["label_sets"] == {"x": ["a b", "it's"]}
+
+
+def test_model_grid_composes_each_model():
+    cfg = compose_config(CONFIG, ["model=tiny_random", "models=[tiny_random_resnet,vit_b_16_openai]"])
+    assert list(cfg["model_grid"]) == ["tiny_random", "tiny_random_resnet", "vit_b_16_openai"]
+    assert cfg["model_grid"]["vit_b_16_openai"]["arch"] == "ViT-B-16"
+
+
+def test_open_clip_model_name_derives_from_arch_and_tag():
+    cfg = compose_config(CONFIG, ["model=open_clip", "model.arch=ViT-B-16", "model.pretrained=laion2b_s34b_b88k"])
+    assert cfg["model"]["name"] == "ViT-B-16__laion2b_s34b_b88k"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["model=vit_huge"], ["model='vit_huge'", "tiny_random", "vit_b_32_openai"]),
+        (["dataset=cifar"], ["dataset='cifar'", "imagenet_samples", "folder"]),
+        (["stats.top_kk=3"], ["stats.top_kk", "did you mean 'top_k'", "n_boot"]),
+        (["+stats.extra=1"], ["unknown key stats.extra", "top_k"]),
+        (["embedding.dtype=int8"], ["embedding.dtype", "float16", "float32"]),
+        (["perturbation.severities=[0,6]"], ["perturbation.severities"]),
+        (["model.arch=ViT-B-33"], ["ViT-B-33", "ViT-B-32"]),
+        (["model.pretrained=imagenet"], ["imagenet", "openai", "laion2b"]),
+        (["model.precision=fp8"], ["model.precision", "bf16"]),
+        (["embedding.templates=fancy"], ["fancy", "openai_imagenet"]),
+        (["dataset=folder"], ["dataset.path"]),
+        (["dataset.mirror=/does/not/exist"], ["dataset.mirror", "not a directory"]),
+        (["model=checkpoint"], ["model.checkpoint"]),
+        (["perturbation.families={warp:{}}"], ["warp", "gaussian_noise"]),
+        (["perturbation.families={rotation:{angle:[1,2,3,4,5]}}"], ["angle", "degrees"]),
+    ],
+)
+def test_invalid_config_fails_naming_key_and_choices(overrides, fragments):
+    with pytest.raises(ConfigError) as error:
+        compose_config(CONFIG, overrides)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_folder_dataset_counts_images_for_sharding(tmp_path):
+    for i in range(7):
+        (tmp_path / f"{i}.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    cfg = compose_config(CONFIG, ["dataset=folder", f"dataset.path={tmp_path}", "embedding.shard_size=3"])
+    assert cfg["dataset"]["num_images"] == 7
+    assert num_shards(7, 3) == 3
+    assert num_shards(0, 3) == 1

@@ -1,0 +1,103 @@
+"""Model loading: tiny random models, checkpoints in both formats, weights preflight, embeddings."""
+
+from __future__ import annotations
+
+import zipfile
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cliplens.embed import encode_pixels, pixel_transform
+from cliplens.models import (
+    WeightsUnavailableError,
+    build_module,
+    create_tiny_clip,
+    ensure_weights,
+    load_model,
+    save_checkpoint,
+)
+from cliplens.prompts import encode_prompts
+
+
+def _photos():
+    import skimage.data
+
+    return [Image.fromarray(skimage.data.astronaut()), Image.fromarray(skimage.data.chelsea())]
+
+
+def test_tiny_models_are_seeded_and_differ_by_seed():
+    a, b, c = create_tiny_clip("vit", seed=0), create_tiny_clip("vit", seed=0), create_tiny_clip("vit", seed=1)
+    pa, pb, pc = (m.visual.conv1.weight for m in (a, b, c))
+    assert torch.equal(pa, pb)
+    assert not torch.equal(pa, pc)
+    assert len(a.visual.transformer.resblocks) == 4
+    assert a.visual.transformer.resblocks[0].attn.num_heads == 4
+
+
+@pytest.mark.parametrize("fmt", ["open_clip", "openai"])
+def test_checkpoint_formats_load_identical_embeddings(tmp_path, tiny_model_cfg, fmt):
+    reference = create_tiny_clip("vit", seed=0)
+    path = save_checkpoint(reference, tmp_path / f"tiny-{fmt}.pt", fmt)
+    cfg = {**tiny_model_cfg, "source": "checkpoint", "checkpoint": str(path), "name": "ckpt"}
+    module, provenance = build_module(cfg)
+    assert provenance["checkpoint_format"] == fmt
+    assert len(provenance["checkpoint_sha256"]) == 64
+    images = torch.rand(2, 3, 224, 224)
+    tokens = open_clip.get_tokenizer("cliplens-tiny-vit")(["a cat", "a rocket"])
+    with torch.no_grad():
+        tolerance = 0 if fmt == "open_clip" else 5e-3  # OpenAI format stores fp16 weights
+        torch.testing.assert_close(module.encode_image(images), _fp16_roundtrip(reference, fmt).encode_image(images), atol=tolerance, rtol=0)
+        torch.testing.assert_close(module.encode_text(tokens), _fp16_roundtrip(reference, fmt).encode_text(tokens), atol=tolerance, rtol=0)
+
+
+def _fp16_roundtrip(model, fmt):
+    if fmt == "open_clip":
+        return model
+    copy = create_tiny_clip("vit", seed=0)
+    copy.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    return copy
+
+
+def test_torchscript_archive_needs_explicit_trust(tmp_path, tiny_model_cfg):
+    path = tmp_path / "scripted.pt"
+    with zipfile.ZipFile(path, "w") as archive:  # the layout of a TorchScript archive
+        archive.writestr("scripted/constants.pkl", b"")
+        archive.writestr("scripted/data.pkl", b"")
+    cfg = {**tiny_model_cfg, "source": "checkpoint", "checkpoint": str(path), "name": "ckpt"}
+    with pytest.raises(ValueError, match="trust_torchscript"):
+        build_module(cfg)
+
+
+def test_missing_pretrained_weights_name_the_ways_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = {"name": "vit", "source": "open_clip", "arch": "ViT-B-32", "pretrained": "openai", "cache_dir": str(tmp_path)}
+    with pytest.raises(WeightsUnavailableError) as error:
+        ensure_weights(cfg)
+    message = str(error.value)
+    assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model.checkpoint" in message
+
+
+def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):
+    """The pipeline's image path (pixel transform + device normalisation) equals open_clip's own."""
+    photos = _photos()
+    preprocess = open_clip.image_transform_v2(
+        open_clip.transform.PreprocessCfg(**tiny_loaded.provenance["preprocess"]), is_train=False
+    )
+    transform = pixel_transform(tiny_loaded)
+    ours = encode_pixels(tiny_loaded, torch.stack([transform(p) for p in photos]))
+    with torch.no_grad():
+        theirs = F.normalize(tiny_loaded.model.encode_image(torch.stack([preprocess(p) for p in photos])), dim=-1)
+        texts = ["a photo of an astronaut", "a photo of a cat"]
+        reference_text = F.normalize(tiny_loaded.model.encode_text(tiny_loaded.tokenizer(texts)), dim=-1)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(encode_prompts(tiny_loaded, texts, batch_size=1), reference_text, atol=1e-5, rtol=0)
+
+
+def test_load_model_records_provenance(tiny_loaded):
+    assert tiny_loaded.is_random
+    assert tiny_loaded.embed_dim == 64
+    assert tiny_loaded.provenance["open_clip_version"] == open_clip.__version__
+    assert tiny_loaded.device.type in ("cpu", "cuda")

@@ -1,0 +1,56 @@
+rule embed_images:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        f"{RESULTS}/embeddings/model={{model}}/dataset={{dataset}}/perturbation={{family}}/shard={{shard}}.parquet",
+    params:
+        model=model_config,
+        perturbation=perturbation_config,
+        dtype=CFG["embedding"]["dtype"],
+        shard_size=CFG["embedding"]["shard_size"],
+    resources:
+        gpu=1,
+        batch_size=CFG["compute"]["batch_size"],
+        num_workers=CFG["compute"]["num_workers"],
+    log:
+        "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
+    benchmark:
+        "benchmarks/rules/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
+    script:
+        "../../scripts/embed_images.py"
+
+
+rule embed_labels:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
+    params:
+        model=model_config,
+        templates=CFG["embedding"]["templates"],
+    resources:
+        gpu=1,
+        batch_size=CFG["compute"]["batch_size"],
+    log:
+        "logs/embed_labels/{model}/{dataset}.log",
+    script:
+        "../../scripts/embed_labels.py"
+
+
+rule summarise_embeddings:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+        rejects=f"{DATA}/{{dataset}}/rejects.csv",
+        labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
+        clean=lambda wc: embedding_files(wc.model, [CLEAN]),
+    output:
+        json=f"{RESULTS}/summary/model={{model}}/dataset={{dataset}}/summary.json",
+        markdown=report(
+            f"{RESULTS}/summary/model={{model}}/dataset={{dataset}}/summary.md",
+            caption="../report/summary.rst",
+            category="Embeddings",
+        ),
+    log:
+        "logs/summarise_embeddings/{model}/{dataset}.log",
+    script:
+        "../../scripts/summarise_embeddings.py"
