@@ -16,6 +16,7 @@ except ConfigError as error:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/perturbation.smk"
 
 
 rule all:

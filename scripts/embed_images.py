@@ -1,7 +1,8 @@
 """Embed one shard of a dataset under one perturbation family (Snakemake script)."""
 
 from cliplens.datasets import read_manifest, shard_rows
-from cliplens.embed import extract_image_embeddings, family_specs
+from cliplens.embed import extract_image_embeddings
+from cliplens.grid import family_specs
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema

@@ -138,9 +138,11 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
 def _validate_model(model_cfg: Mapping[str, Any]) -> None:
     import open_clip
 
+    from cliplens.models import known_architectures
+
     arch = model_cfg["arch"]
     if model_cfg["source"] != "checkpoint" or arch is not None:
-        known = open_clip.list_models()
+        known = known_architectures()
         if arch not in known:
             close = difflib.get_close_matches(arch, known, n=5)
             raise ConfigError(

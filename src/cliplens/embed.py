@@ -8,7 +8,6 @@ model's device, so one decoded batch serves every perturbation of a family.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -20,39 +19,21 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize, v2
 from torchvision.transforms.v2 import functional as TF
 
+from cliplens.grid import PerturbationSpec, apply_spec, needs_mask
 from cliplens.models import LoadedModel, inference_mode
 from cliplens.store import EmbeddingWriter
 
 log = logging.getLogger(__name__)
-CLEAN = "clean"
 
 
-@dataclass(frozen=True)
-class PerturbationSpec:
-    """One cell of the perturbation grid; family 'clean' with severity 0 is the unperturbed image."""
-
-    family: str
-    severity: int
-    seed: int
-    params: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+def pixel_transform(loaded: LoadedModel) -> Callable[[Image.Image], torch.Tensor]:
+    """open_clip's eval preprocessing of a model up to a [0,1] float tensor (normalisation happens on device)."""
+    return preprocess_without_normalize(loaded.provenance["preprocess"])
 
 
-CLEAN_SPEC = PerturbationSpec(CLEAN, 0, 0)
-
-
-def family_specs(family: str, severities: Sequence[int], seeds: Sequence[int], params: Mapping[str, Any]) -> list[PerturbationSpec]:
-    """The grid cells of one family (or the single clean cell)."""
-    if family == CLEAN:
-        return [CLEAN_SPEC]
-    return [PerturbationSpec(family, s, seed, params) for s in severities for seed in seeds]
-
-
-def pixel_transform(loaded: LoadedModel, resize_mode: str | None = None) -> Callable[[Image.Image], torch.Tensor]:
-    """open_clip's eval preprocessing up to a [0,1] float tensor (normalisation happens on device)."""
-    cfg = dict(loaded.provenance["preprocess"])
-    if resize_mode is not None:
-        cfg["resize_mode"] = resize_mode
-    steps = image_transform_v2(PreprocessCfg(**cfg), is_train=False).transforms
+def preprocess_without_normalize(preprocess: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """open_clip's eval transform for a preprocess config (size, resize_mode, ...), minus Normalize."""
+    steps = image_transform_v2(PreprocessCfg(**preprocess), is_train=False).transforms
     return Compose([step for step in steps if not isinstance(step, Normalize)])
 
 
@@ -130,7 +111,7 @@ def extract_image_embeddings(
     backend: str = "torch",
 ) -> int:
     """Embed every readable image of ``rows`` under every perturbation spec; returns rows written."""
-    needs_masks = any(_needs_mask(spec.family) for spec in specs)
+    needs_masks = any(needs_mask(spec.family) for spec in specs)
     transform = pixel_transform(loaded)
     done = 0
     for batch, pixels, masks in iterate_batches(
@@ -155,23 +136,17 @@ def extract_image_embeddings(
     return writer.rows_written
 
 
-def _needs_mask(family: str) -> bool:
-    if family == CLEAN:
-        return False
-    from cliplens.perturb import FAMILIES
-
-    return FAMILIES[family].needs_mask
-
-
-def apply_spec(
-    pixels: torch.Tensor, image_ids: Sequence[str], spec: PerturbationSpec, masks: torch.Tensor | None, backend: str = "torch"
-) -> torch.Tensor:
-    """Apply one grid cell to a batch (identity for clean)."""
-    if spec.family == CLEAN or spec.severity == 0:
-        return pixels
-    from cliplens import perturb
-
-    if backend == "imagecorruptions":
-        return perturb.perturb_imagecorruptions(pixels, spec.family, spec.severity)
-    seeds = perturb.image_seeds(image_ids, spec.family, spec.severity, spec.seed).to(pixels.device)
-    return perturb.perturb(pixels, spec.family, spec.severity, seeds, spec.params, masks)
+def perturbed_views(
+    rows: pd.DataFrame, specs: Sequence[PerturbationSpec], size: int = 224, backend: str = "torch"
+) -> dict[tuple[str, int], np.ndarray]:
+    """HxWx3 uint8 views of images under each grid cell, keyed (image_id, severity); for figures."""
+    transform = preprocess_without_normalize({"size": size})
+    needs_masks = any(needs_mask(spec.family) for spec in specs)
+    views = {}
+    for batch, pixels, masks in iterate_batches(rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks):
+        ids = batch["image_id"].tolist()
+        for spec in specs:
+            perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
+            arrays = (perturbed.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            views.update({(image_id, spec.severity): array for image_id, array in zip(ids, arrays)})
+    return views

@@ -30,6 +30,11 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
+def known_architectures() -> list[str]:
+    """open_clip architecture names, cliplens' tiny models included."""
+    return open_clip.list_models()
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights can neither be found locally nor downloaded."""
 

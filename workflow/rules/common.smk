@@ -1,6 +1,6 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
 from cliplens.config import num_shards
-from cliplens.embed import CLEAN
+from cliplens.grid import CLEAN
 from cliplens.models import WeightsUnavailableError, ensure_weights
 
 RESULTS = CFG["results_dir"]
@@ -58,4 +58,5 @@ def all_targets():
     """Everything `snakemake` builds by default."""
     targets = [f"{RESULTS}/config/resolved.yaml"]
     targets += expand(f"{RESULTS}/summary/model={{model}}/dataset={DATASET}/summary.md", model=MODELS)
+    targets += perturbation_targets()
     return targets

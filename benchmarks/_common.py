@@ -1,0 +1,49 @@
+"""Shared benchmark plumbing: hardware description, timing, and Markdown/CSV tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+
+def hardware() -> str:
+    """One line naming the device this ran on."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} threads={torch.get_num_threads()} (torch {torch.__version__})"
+
+
+def best_of(repeats: int, run: Callable[[], object]) -> float:
+    """Best wall time in seconds over ``repeats`` runs (after one warm-up), synchronising CUDA."""
+    run()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def write_table(rows: Sequence[dict], out: str | os.PathLike) -> str:
+    """Write rows to CSV at ``out`` and return them as a Markdown table."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+# Perturbation analysis (Ameh, 2025): grid plan, previews, statistics, semantic drift, figures.
+PERTURBATION = f"{RESULTS}/perturbation"
+FIGURES = f"{RESULTS}/figures"
+LABEL_SETS = list(CFG["drift"]["label_sets"])
+
+
+def random_weights(wildcards):
+    return CFG["model_grid"][wildcards.model]["source"] == "random"
+
+
+rule perturbation_plan:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        f"{PERTURBATION}/dataset={{dataset}}/plan.parquet",
+    params:
+        grid=CFG["perturbation"],
+    log:
+        "logs/perturbation_plan/{dataset}.log",
+    script:
+        "../../scripts/perturbation_plan.py"
+
+
+rule perturbation_preview:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        report(
+            f"{FIGURES}/dataset={{dataset}}/perturbation/preview_{{family}}.png",
+            caption="../report/perturbation_preview.rst",
+            category="Perturbations",
+            subcategory="Previews",
+        ),
+    params:
+        perturbation=perturbation_config,
+    log:
+        "logs/perturbation_preview/{dataset}/{family}.log",
+    script:
+        "../../scripts/perturbation_preview.py"
+
+
+rule embed_drift_labels:
+    output:
+        f"{RESULTS}/text/model={{model}}/drift={{label_set}}.parquet",
+    params:
+        model=model_config,
+        prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
+    resources:
+        gpu=1,
+    log:
+        "logs/embed_drift_labels/{model}/{label_set}.log",
+    script:
+        "../../scripts/embed_drift_labels.py"
+
+
+rule perturbation_stats:
+    input:
+        labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
+        drift=expand(f"{RESULTS}/text/model={{{{model}}}}/drift={{label_set}}.parquet", label_set=LABEL_SETS),
+        clean=lambda wc: embedding_files(wc.model, [CLEAN]),
+        perturbed=lambda wc: embedding_files(wc.model, FAMILIES),
+    output:
+        per_image=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/per_image.parquet",
+        aggregate=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/aggregate.parquet",
+        aggregate_csv=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/aggregate.csv",
+        susceptibility=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/susceptibility.parquet",
+        top_k=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/top_k.csv",
+        drift=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS),
+        flips=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/label_flips_{{label_set}}.csv", label_set=LABEL_SETS),
+    params:
+        stats=CFG["stats"],
+        families=FAMILIES,
+        label_sets=LABEL_SETS,
+    log:
+        "logs/perturbation_stats/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/rules/perturbation_stats/{model}/{dataset}.tsv"
+    script:
+        "../../scripts/perturbation_stats.py"
+
+
+rule perturbation_figures:
+    input:
+        aggregate=rules.perturbation_stats.output.aggregate,
+    output:
+        heatmap=report(
+            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/drop_heatmaps.png",
+            caption="../report/drop_heatmaps.rst",
+            category="Perturbations",
+            subcategory="{model}",
+        ),
+        curves=report(
+            expand(
+                f"{FIGURES}/model={{{{model}}}}/dataset={{{{dataset}}}}/perturbation/severity_{{metric}}.png",
+                metric=["alignment", "top1", "self_similarity"],
+            ),
+            caption="../report/severity_curves.rst",
+            category="Perturbations",
+            subcategory="{model}",
+        ),
+    params:
+        random_weights=random_weights,
+    log:
+        "logs/perturbation_figures/{model}/{dataset}.log",
+    script:
+        "../../scripts/perturbation_figures.py"
+
+
+rule perturbation_family_figures:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+        per_image=rules.perturbation_stats.output.per_image,
+        top_k=rules.perturbation_stats.output.top_k,
+        drift=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS),
+    output:
+        gallery=report(
+            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/susceptibility_{{family}}.png",
+            caption="../report/susceptibility_gallery.rst",
+            category="Perturbations",
+            subcategory="{model}",
+        ),
+        drift=report(
+            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/drift_{{family}}.png",
+            caption="../report/drift.rst",
+            category="Semantic drift",
+            subcategory="{model}",
+        ),
+        trajectories=report(
+            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/trajectories_{{family}}.png",
+            caption="../report/trajectories.rst",
+            category="Semantic drift",
+            subcategory="{model}",
+        ),
+    params:
+        random_weights=random_weights,
+        perturbation=perturbation_config,
+        image_size=224,
+        drift_images=CFG["drift"]["images"],
+    log:
+        "logs/perturbation_family_figures/{model}/{dataset}/{family}.log",
+    script:
+        "../../scripts/perturbation_family_figures.py"
+
+
+rule model_comparison:
+    input:
+        aggregates=expand(f"{PERTURBATION}/model={{model}}/dataset={{{{dataset}}}}/aggregate.parquet", model=MODELS),
+    output:
+        report(
+            expand(f"{FIGURES}/dataset={{{{dataset}}}}/model_comparison_{{metric}}.png", metric=["alignment", "top1"]),
+            caption="../report/model_comparison.rst",
+            category="Perturbations",
+            subcategory="Model comparison",
+        ),
+    params:
+        random_weights=any(m["source"] == "random" for m in CFG["model_grid"].values()),
+    log:
+        "logs/model_comparison/{dataset}.log",
+    script:
+        "../../scripts/model_comparison.py"
+
+
+def perturbation_targets():
+    targets = [f"{PERTURBATION}/dataset={DATASET}/plan.parquet"]
+    targets += expand(f"{FIGURES}/dataset={DATASET}/perturbation/preview_{{family}}.png", family=FAMILIES)
+    for model in MODELS:
+        base = f"{FIGURES}/model={model}/dataset={DATASET}/perturbation"
+        targets += [f"{base}/drop_heatmaps.png", f"{PERTURBATION}/model={model}/dataset={DATASET}/aggregate.csv"]
+        targets += expand(f"{base}/{{kind}}_{{family}}.png", kind=["susceptibility", "drift", "trajectories"], family=FAMILIES)
+    if len(MODELS) > 1:
+        targets += expand(f"{FIGURES}/dataset={DATASET}/model_comparison_{{metric}}.png", metric=["alignment", "top1"])
+    return targets
