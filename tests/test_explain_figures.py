@@ -1,0 +1,101 @@
+"""Each explanation figure writes a non-empty PNG + PDF and carries the random-weights stamp when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from cliplens import evaluate, explain_figures, plotting
+
+
+def overlay(path: Path, random_weights: bool) -> list[Path]:
+    rng = np.random.default_rng(0)
+    maps = {"raw CLIP": rng.random((2, 3, 24, 24)), "Surgery": rng.random((2, 3, 24, 24))}
+    return explain_figures.overlay_grid(
+        rng.random((2, 24, 24, 3)), maps, ["a dog", "a cat", "grass"], path, random_weights=random_weights
+    )
+
+
+def segmentation(path: Path, random_weights: bool) -> list[Path]:
+    rng = np.random.default_rng(0)
+    prediction = rng.choice([1, 18, 193], size=(2, 20, 20))
+    truth = rng.choice([0, 18, 193], size=(2, 20, 20))
+    names = {0: "unlabeled", 1: "person", 18: "dog", 193: "grass-merged"}
+    return explain_figures.segmentation_figure(
+        rng.integers(0, 255, (2, 20, 20, 3), dtype=np.uint8), prediction, names, path,
+        ground_truth=truth, random_weights=random_weights,
+    )
+
+
+def summary(path: Path, random_weights: bool) -> list[Path]:
+    rng = np.random.default_rng(0)
+    per_map = pd.DataFrame(
+        {
+            "model": np.repeat(["tiny-vit", "tiny-rn"], 10),
+            "method": np.tile(np.repeat(["raw", "surgery"], 5), 2),
+            "iou": rng.random(20),
+            "energy_in_mask": rng.random(20),
+        }
+    )
+    return explain_figures.summary_figure(evaluate.summarise(per_map, n_boot=100), path, random_weights=random_weights)
+
+
+def deletion_insertion(path: Path, random_weights: bool) -> list[Path]:
+    rng = np.random.default_rng(0)
+    fraction = np.linspace(0, 1, 6)
+    curves = {
+        label: {"fraction": fraction, "deletion": rng.random((4, 6)), "insertion": rng.random((4, 6))}
+        for label in ("raw", "surgery")
+    }
+    return explain_figures.deletion_insertion_figure(curves, path, random_weights=random_weights)
+
+
+def sanity_check(path: Path, random_weights: bool) -> list[Path]:
+    rng = np.random.default_rng(0)
+    stages = ["head", "block3", "block2", "block1", "block0", "embedding"]
+    similarity = pd.DataFrame(
+        {
+            "stage": np.tile(np.repeat(stages, 3), 2),
+            "method": np.repeat(["raw", "surgery"], 18),
+            "spearman": rng.random(36),
+            "ssim": rng.random(36),
+        }
+    )
+    return explain_figures.sanity_check_figure(similarity, path, random_weights=random_weights)
+
+
+FIGURES: dict[str, Callable[[Path, bool], list[Path]]] = {
+    "overlay": overlay,
+    "segmentation": segmentation,
+    "summary": summary,
+    "deletion_insertion": deletion_insertion,
+    "sanity_check": sanity_check,
+}
+
+
+@pytest.mark.parametrize("random_weights", [False, True])
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_writes_png_and_pdf_with_stamp(
+    name: str, random_weights: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamped: list[bool] = []
+    original_mark = plotting.mark_random_weights
+
+    def spy(fig) -> None:
+        original_mark(fig)
+        stamped.append(any(plotting.RANDOM_WEIGHTS_NOTE in t.get_text() for t in fig.texts))
+
+    monkeypatch.setattr(plotting, "mark_random_weights", spy)
+    written = FIGURES[name](tmp_path / f"{name}.png", random_weights)
+    assert sorted(p.suffix for p in written) == [".pdf", ".png"]
+    for path in written:
+        assert path.is_file() and path.stat().st_size > 1000
+    assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    height, width = matplotlib.image.imread(tmp_path / f"{name}.png").shape[:2]
+    assert height > 50 and width > 50
+    assert stamped == ([True] if random_weights else [])

@@ -1,0 +1,129 @@
+"""Perturbation figures: files written, data drawn as given, titles and the random-weights stamp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cliplens import drift, perturbation_figures as figures, stats
+from cliplens.plotting import RANDOM_WEIGHTS_NOTE
+
+FAMILIES = ["blur", "noise"]
+SEVERITIES = [1, 2, 3]
+DRIFT_LABELS = ["cat", "dog", "a noisy photo"]
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict:
+    """Statistics and drift tables of two models on 8 synthetic images, D = 6."""
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(4, 6))
+    clean = rng.normal(size=(8, 6)) + 3 * text[np.arange(8) % 4]
+    rows, embeddings = [], []
+    for model_index, model in enumerate(["ViT-B-32", "RN50"]):
+        for i in range(8):
+            rows.append(dict(model=model, image_id=f"img{i}", label_index=i % 4, family="clean", severity=0, seed=0))
+            embeddings.append(clean[i])
+            for family_index, family in enumerate(FAMILIES):
+                for severity in SEVERITIES:
+                    rows.append(dict(model=model, image_id=f"img{i}", label_index=i % 4, family=family,
+                                     severity=severity, seed=0))
+                    shift = severity * (1 + family_index + model_index) * rng.normal(size=6)
+                    embeddings.append(clean[i] + shift)
+    records = pd.DataFrame(rows)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    per_image = stats.per_image_metrics(records, embeddings, text.astype(np.float32), 100.0)
+    probs = drift.drift_distributions(embeddings, rng.normal(size=(3, 6)), 20.0)
+    drift_table = drift.drift_table(records, probs, DRIFT_LABELS)
+    return {
+        "per_image": per_image,
+        "aggregate": stats.aggregate(per_image, n_boot=100),
+        "top": stats.top_k(stats.susceptibility(per_image), 2),
+        "drift": drift_table,
+        "trajectories": drift.drift_trajectories(drift_table[drift_table["model"] == "RN50"]),
+    }
+
+
+def _texts(fig) -> list[str]:
+    return [text.get_text() for text in fig.texts]
+
+
+def _assert_written(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    pdf = path.with_suffix(".pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+
+
+def _figures(tables: dict, tmp_path: Path, random_weights: bool) -> dict:
+    """Every figure of the module, keyed by name."""
+    images = {(f"img{i}", s): np.full((8, 8, 3), s / 3) for i in range(8) for s in [0, *SEVERITIES]}
+    common = dict(dataset="toyset", random_weights=random_weights)
+    return {
+        "heatmaps": figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "heatmaps.png", model="RN50",
+                                               **common),
+        "curves": figures.plot_severity_curves(tables["aggregate"], "alignment", tmp_path / "curves.png",
+                                               model="RN50", **common),
+        "models": figures.plot_model_comparison(tables["aggregate"], "top1", tmp_path / "models.png", **common),
+        "gallery": figures.plot_susceptibility_gallery(
+            tables["top"], images, tmp_path / "gallery.png", family="noise", severities=[0, *SEVERITIES],
+            model="RN50", per_image=tables["per_image"], **common),
+        "drift": figures.plot_drift_probabilities(tables["drift"], ["img0", "img1"], tmp_path / "drift.png",
+                                                  family="noise", model="RN50", **common),
+        "trajectories": figures.plot_drift_trajectories(tables["trajectories"], ["img0", "img1"],
+                                                        tmp_path / "trajectories.png", family="noise", **common),
+    }
+
+
+@pytest.mark.parametrize("random_weights", [True, False])
+def test_every_figure_writes_png_and_pdf_with_title_and_stamp(tables: dict, tmp_path: Path,
+                                                              random_weights: bool) -> None:
+    for name, fig in _figures(tables, tmp_path, random_weights).items():
+        _assert_written(tmp_path / f"{name}.png")
+        texts = _texts(fig)
+        assert (RANDOM_WEIGHTS_NOTE in texts) == random_weights, name
+        title = next(text for text in texts if "dataset: toyset" in text)
+        assert "RN50" in title, name
+
+
+def test_heatmaps_show_the_aggregate_values(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "h.png", dataset="toyset",
+                                     random_weights=False, model="ViT-B-32")
+    rows = tables["aggregate"].query("model == 'ViT-B-32' and family != 'clean'")
+    accuracy = rows.pivot(index="family", columns="severity", values="top1_drop_mean").loc[FAMILIES]
+    similarity = 1 - rows.pivot(index="family", columns="severity", values="self_similarity_mean").loc[FAMILIES]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), accuracy.to_numpy())
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), similarity.to_numpy())
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == FAMILIES
+
+
+def test_severity_curves_start_at_clean(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_severity_curves(tables["aggregate"], "self_similarity", tmp_path / "c.png",
+                                       dataset="toyset", random_weights=False, model="RN50")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == FAMILIES
+    for line in lines:
+        assert line.get_xdata().tolist() == [0, *SEVERITIES]
+        assert line.get_ydata()[0] == pytest.approx(1.0)
+
+
+def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Path) -> None:
+    requested = []
+
+    def render(image_id: str, severity: int) -> np.ndarray:
+        requested.append((image_id, severity))
+        return np.zeros((4, 4, 3))
+
+    fig = figures.plot_susceptibility_gallery(tables["top"], render, tmp_path / "g.png", family="blur",
+                                              severities=[0, 3], dataset="toyset", random_weights=False,
+                                              model="ViT-B-32")
+    chosen = tables["top"].query("model == 'ViT-B-32' and family == 'blur'")
+    assert sorted(requested) == sorted((i, s) for i in chosen["image_id"] for s in [0, 3])
+    assert len(fig.axes) == 2 * len(chosen)
+
+
+def test_a_table_with_several_models_needs_a_choice(tables: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pass model="):
+        figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "x.png", dataset="toyset", random_weights=False)
