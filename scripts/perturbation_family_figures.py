@@ -17,7 +17,7 @@ with job_logging(snakemake.log[0]):
     inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
     family, dataset, grid = snakemake.wildcards.family, snakemake.wildcards.dataset, params.perturbation
     common = {"dataset": dataset, "random_weights": params.random_weights}
-    top = pd.read_csv(inputs.top_k)
+    top = pd.read_csv(inputs.top_k, dtype={"image_id": str})
     top = top[top["family"] == family]
     manifest = read_manifest(inputs.manifest)
     shown = manifest[manifest["image_id"].isin(set(top["image_id"].astype(str)))]

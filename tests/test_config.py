@@ -19,7 +19,7 @@ def test_default_config_composes_with_documented_defaults():
 
 def test_snakemake_config_becomes_hydra_overrides():
     overrides = overrides_from_mapping(
-        {"model": "tiny_random", "model.seed": 3, "stats": {"top_k": 2}, "drift": {"label_sets": {"x": ["a b", "it's"]}}}
+        {"model": "tiny_random", "model__seed": 3, "stats": {"top_k": 2}, "drift": {"label_sets": {"x": ["a b", "it's"]}}}
     )
     assert overrides == [
         "model=tiny_random",
@@ -78,3 +78,14 @@ def test_folder_dataset_counts_images_for_sharding(tmp_path):
     assert cfg["dataset"]["num_images"] == 7
     assert num_shards(7, 3) == 3
     assert num_shards(0, 3) == 1
+
+
+def test_string_values_from_the_snakemake_command_line_are_typed_by_hydra():
+    # Snakemake YAML-parses --config values with the base loader: scalars inside lists stay strings
+    overrides = overrides_from_mapping(
+        {"model": "tiny_random", "model__trust_torchscript": "true", "explain__max_images": "8",
+         "perturbation__severities": ["1", "3"]}
+    )
+    cfg = compose_config(CONFIG, overrides)
+    assert cfg["model"]["trust_torchscript"] is True
+    assert cfg["explain"]["max_images"] == 8 and cfg["perturbation"]["severities"] == [1, 3]

@@ -77,7 +77,7 @@ def test_missing_pretrained_weights_name_the_ways_out(monkeypatch, tmp_path):
     with pytest.raises(WeightsUnavailableError) as error:
         ensure_weights(cfg)
     message = str(error.value)
-    assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model.checkpoint" in message
+    assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model__checkpoint" in message
 
 
 def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):

@@ -46,19 +46,24 @@ def _format_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{_format_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    if re.fullmatch(r"[\w./\-+:@~]+", text) and text not in ("true", "false", "null"):
+    if re.fullmatch(r"[\w./\-+:@~]+", text):  # Hydra reads it as it would from a command line
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+KEY_SEPARATOR = "__"
+"""Snakemake's ``--config`` accepts only identifiers as keys, so ``a__b=1`` stands for ``a.b=1``."""
 
 
 def overrides_from_mapping(config: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Turn Snakemake's config dict into Hydra overrides; nested mappings become dotted keys.
 
-    A plain value of a config group (``model: vit_b_16_openai``) selects that option.
+    ``__`` in a key stands for a dot (``--config dataset__path=/x`` is ``dataset.path=/x``);
+    a plain value of a config group (``model: vit_b_16_openai``) selects that option.
     """
     overrides = []
     for key, value in config.items():
-        dotted = f"{prefix}{key}"
+        dotted = f"{prefix}{str(key).replace(KEY_SEPARATOR, '.')}"
         if isinstance(value, Mapping) and value and dotted not in ("drift.label_sets",):
             overrides.extend(overrides_from_mapping(value, prefix=f"{dotted}."))
         else:
@@ -85,7 +90,7 @@ def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any]:
         if key and "Could not override" in message:
             hint = f" (unknown key {key!r}; {_valid_keys_hint(config_dir, key)})"
         elif "Missing mandatory value" in message:
-            hint = f" (set it, for example --config {key}=...)"
+            hint = f" (set it, for example --config {str(key).replace('.', KEY_SEPARATOR)}=...)"
         raise ConfigError(f"invalid configuration: {message}{hint}") from error
 
 
@@ -129,10 +134,9 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     _validate_perturbation(cfg["perturbation"])
     from cliplens.prompts import TEMPLATE_SETS
 
-    if cfg["embedding"]["templates"] not in TEMPLATE_SETS:
-        raise ConfigError(
-            f"embedding.templates={cfg['embedding']['templates']!r} unknown; valid: {sorted(TEMPLATE_SETS)}"
-        )
+    for key, templates in (("embedding.templates", cfg["embedding"]["templates"]), ("explain.templates", cfg["explain"]["templates"])):
+        if templates not in TEMPLATE_SETS:
+            raise ConfigError(f"{key}={templates!r} unknown; valid: {sorted(TEMPLATE_SETS)}")
 
 
 def _validate_model(model_cfg: Mapping[str, Any]) -> None:

@@ -6,6 +6,7 @@ Unreadable images go to the rejects table (path, reason) and are skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index", "width", "height", "mask_path"]
 REJECT_COLUMNS = ["path", "reason"]
+MANIFEST_METADATA_KEY = b"cliplens_manifest"
 
 # scikit-image's bundled photos and the labels cliplens gives them (loader name, label)
 SKIMAGE_SAMPLES: tuple[tuple[str, str], ...] = (
@@ -165,7 +167,9 @@ def _prepare_coco128(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFram
         paths.append(path)
         labels.append(label)
         masks.append(str(mask.resolve()) if mask.is_file() else None)
-    return build_manifest(paths, labels, names, mask_paths=masks, root=root / "images")
+    manifest, rejects = build_manifest(paths, labels, names, mask_paths=masks, root=root / "images")
+    manifest.attrs["mask_ids"] = class_ids
+    return manifest, rejects
 
 
 def _prepare_folder(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -198,13 +202,12 @@ def prepare(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.Dat
 
 
 def write_manifest(manifest: pd.DataFrame, rejects: pd.DataFrame, manifest_path: Path, rejects_path: Path) -> None:
-    """Write the manifest (Parquet; label names in its metadata) and rejects (CSV), each atomically."""
+    """Write the manifest (Parquet; its attrs - label names, mask ids - as JSON metadata) and rejects (CSV)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(manifest, preserve_index=False)
-    names = manifest.attrs["label_names"]
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"label_names": "\n".join(names).encode()})
+    table = table.replace_schema_metadata({MANIFEST_METADATA_KEY: json.dumps(manifest.attrs).encode()})
     with atomic_output(manifest_path) as tmp:
         pq.write_table(table, tmp)
     with atomic_output(rejects_path) as tmp:
@@ -212,13 +215,13 @@ def write_manifest(manifest: pd.DataFrame, rejects: pd.DataFrame, manifest_path:
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
-    """Read a manifest; ``manifest.attrs['label_names']`` holds the label set in label-index order."""
+    """Read a manifest; ``attrs['label_names']`` holds the label set in label-index order
+    (and ``attrs['mask_ids']`` the mask class id of each label, for datasets with masks)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     manifest = table.to_pandas()
-    raw = (table.schema.metadata or {}).get(b"label_names", b"")
-    manifest.attrs["label_names"] = raw.decode().split("\n") if raw else []
+    manifest.attrs.update(json.loads((table.schema.metadata or {}).get(MANIFEST_METADATA_KEY, b"{}")))
     return manifest
 
 

@@ -164,9 +164,9 @@ def weights_hint(cfg: Mapping[str, Any]) -> str:
     return (
         f"Pretrained weights for {cfg.get('arch')} ({cfg.get('pretrained')}) are not available on this "
         "machine and cannot be downloaded. Ways out: (1) point to a local checkpoint with "
-        "`--config model=checkpoint model.arch=<ARCH> model.checkpoint=/path/to/weights.pt`; "
+        "`--config model=checkpoint model__arch=<ARCH> model__checkpoint=/path/to/weights.pt`; "
         "(2) fill the Hugging Face cache on a machine with internet and run with HF_HUB_OFFLINE=1 "
-        "(model.cache_dir selects another cache); (3) `--config model=tiny_random` for a smoke run "
+        "(model__cache_dir selects another cache); (3) `--config model=tiny_random` for a smoke run "
         "with random weights."
     )
 

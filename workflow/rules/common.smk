@@ -5,9 +5,12 @@ from cliplens.models import WeightsUnavailableError, ensure_weights
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
+PERTURBATION = f"{RESULTS}/perturbation"
+FIGURES = f"{RESULTS}/figures"
 DATASET = CFG["dataset"]["name"]
 MODELS = list(CFG["model_grid"])
 FAMILIES = list(CFG["perturbation"]["families"])
+LABEL_SETS = list(CFG["drift"]["label_sets"])
 SHARDS = [f"{i:05d}" for i in range(num_shards(CFG["dataset"]["num_images"], CFG["embedding"]["shard_size"]))]
 
 
@@ -54,9 +57,32 @@ onstart:
             raise WorkflowError(str(error)) from None
 
 
+def random_weights(wildcards):
+    return CFG["model_grid"][wildcards.model]["source"] == "random"
+
+
+def perturbation_targets():
+    targets = [f"{PERTURBATION}/dataset={DATASET}/plan.parquet"]
+    targets += expand(f"{FIGURES}/dataset={DATASET}/perturbation/preview_{{family}}.png", family=FAMILIES)
+    for model in MODELS:
+        base = f"{FIGURES}/model={model}/dataset={DATASET}/perturbation"
+        targets += [f"{base}/drop_heatmaps.png", f"{PERTURBATION}/model={model}/dataset={DATASET}/aggregate.csv"]
+        targets += expand(f"{base}/{{kind}}_{{family}}.png", kind=["susceptibility", "drift", "trajectories"], family=FAMILIES)
+    if len(MODELS) > 1:
+        targets += expand(f"{FIGURES}/dataset={DATASET}/model_comparison_{{metric}}.png", metric=["alignment", "top1"])
+    return targets
+
+
+def explain_targets():
+    base = f"{FIGURES}/model={{model}}/dataset={DATASET}/explain"
+    names = ["overlays", "prompt_overlays", "segmentation", "evaluation", "deletion_insertion"]
+    return expand(f"{base}/{{name}}.png", model=MODELS, name=names)
+
+
 def all_targets():
     """Everything `snakemake` builds by default."""
     targets = [f"{RESULTS}/config/resolved.yaml"]
     targets += expand(f"{RESULTS}/summary/model={{model}}/dataset={DATASET}/summary.md", model=MODELS)
     targets += perturbation_targets()
+    targets += explain_targets()
     return targets

@@ -3,6 +3,8 @@ rule resolved_config:
         f"{RESULTS}/config/resolved.yaml",
     params:
         config=CFG,
+    conda:
+        "../envs/cliplens.yaml"
     log:
         f"logs/resolved_config.log",
     script:
@@ -15,6 +17,8 @@ rule prepare_dataset:
         rejects=f"{DATA}/{{dataset}}/rejects.csv",
     params:
         dataset=CFG["dataset"],
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/prepare_dataset/{dataset}.log",
     script:

@@ -12,6 +12,8 @@ rule embed_images:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
     benchmark:
@@ -31,6 +33,8 @@ rule embed_labels:
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/embed_labels/{model}/{dataset}.log",
     script:
@@ -50,6 +54,8 @@ rule summarise_embeddings:
             caption="../report/summary.rst",
             category="Embeddings",
         ),
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/summarise_embeddings/{model}/{dataset}.log",
     script:

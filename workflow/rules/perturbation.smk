@@ -1,11 +1,4 @@
 # Perturbation analysis (Ameh, 2025): grid plan, previews, statistics, semantic drift, figures.
-PERTURBATION = f"{RESULTS}/perturbation"
-FIGURES = f"{RESULTS}/figures"
-LABEL_SETS = list(CFG["drift"]["label_sets"])
-
-
-def random_weights(wildcards):
-    return CFG["model_grid"][wildcards.model]["source"] == "random"
 
 
 rule perturbation_plan:
@@ -15,6 +8,8 @@ rule perturbation_plan:
         f"{PERTURBATION}/dataset={{dataset}}/plan.parquet",
     params:
         grid=CFG["perturbation"],
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_plan/{dataset}.log",
     script:
@@ -33,6 +28,8 @@ rule perturbation_preview:
         ),
     params:
         perturbation=perturbation_config,
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_preview/{dataset}/{family}.log",
     script:
@@ -47,6 +44,8 @@ rule embed_drift_labels:
         prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
     resources:
         gpu=1,
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/embed_drift_labels/{model}/{label_set}.log",
     script:
@@ -71,6 +70,8 @@ rule perturbation_stats:
         stats=CFG["stats"],
         families=FAMILIES,
         label_sets=LABEL_SETS,
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_stats/{model}/{dataset}.log",
     benchmark:
@@ -100,6 +101,8 @@ rule perturbation_figures:
         ),
     params:
         random_weights=random_weights,
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_figures/{model}/{dataset}.log",
     script:
@@ -136,6 +139,8 @@ rule perturbation_family_figures:
         perturbation=perturbation_config,
         image_size=224,
         drift_images=CFG["drift"]["images"],
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_family_figures/{model}/{dataset}/{family}.log",
     script:
@@ -154,19 +159,9 @@ rule model_comparison:
         ),
     params:
         random_weights=any(m["source"] == "random" for m in CFG["model_grid"].values()),
+    conda:
+        "../envs/cliplens.yaml"
     log:
         "logs/model_comparison/{dataset}.log",
     script:
         "../../scripts/model_comparison.py"
-
-
-def perturbation_targets():
-    targets = [f"{PERTURBATION}/dataset={DATASET}/plan.parquet"]
-    targets += expand(f"{FIGURES}/dataset={DATASET}/perturbation/preview_{{family}}.png", family=FAMILIES)
-    for model in MODELS:
-        base = f"{FIGURES}/model={model}/dataset={DATASET}/perturbation"
-        targets += [f"{base}/drop_heatmaps.png", f"{PERTURBATION}/model={model}/dataset={DATASET}/aggregate.csv"]
-        targets += expand(f"{base}/{{kind}}_{{family}}.png", kind=["susceptibility", "drift", "trajectories"], family=FAMILIES)
-    if len(MODELS) > 1:
-        targets += expand(f"{FIGURES}/dataset={DATASET}/model_comparison_{{metric}}.png", metric=["alignment", "top1"])
-    return targets

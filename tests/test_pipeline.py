@@ -1,0 +1,140 @@
+"""End-to-end: the Snakemake workflow with tiny_random, dry runs, reruns after config changes, lint."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from cliplens.store import read_embeddings, read_provenance
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ["model=tiny_random", "perturbation=smoke", "stats__n_boot=50", "explain__max_images=6"]
+
+
+def snakemake(workdir: Path, *args: str, config: list[str] = (), check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository in ``workdir``."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    if config:
+        command += ["--config", *config]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs = re.findall(r"rule (\w+):\n((?:    .*\n)+)", output)
+    return [(rule, (re.search(r"wildcards: (.*)", body) or [None, ""])[1]) for rule, body in jobs]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "--cores", "2", config=SMOKE)
+    return workdir
+
+
+def test_smoke_run_writes_embeddings_statistics_and_figures(smoke_run):
+    results = smoke_run / "results"
+    smoke = yaml.safe_load((ROOT / "config/perturbation/smoke.yaml").read_text())
+    cells = len(smoke["severities"]) * len(smoke["seeds"])
+    store = results / "embeddings/model=tiny_random/dataset=skimage_samples"
+    rows, embeddings = read_embeddings(store)
+    assert len(rows) == 12 * (1 + cells * len(smoke["families"]))
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1, atol=2e-3)
+    assert set(rows["perturbation"]) == {"clean", *smoke["families"]}
+    provenance = read_provenance(next(store.rglob("*.parquet")))
+    assert provenance["random_weights"] and provenance["arch"] == "cliplens-tiny-vit"
+    summary = (results / "summary/model=tiny_random/dataset=skimage_samples/summary.md").read_text()
+    assert "Random weights" in summary and "| images_embedded | 12 |" in summary
+    aggregate = pd.read_csv(results / "perturbation/model=tiny_random/dataset=skimage_samples/aggregate.csv")
+    assert set(aggregate["family"]) == {"clean", *smoke["families"]}
+    resolved = yaml.safe_load((results / "config/resolved.yaml").read_text())
+    assert resolved["model"]["name"] == "tiny_random"
+    figures = list((results / "figures").rglob("*.png"))
+    assert len(figures) >= 4 + 3 * len(smoke["families"])
+    assert all(f.with_suffix(".pdf").exists() for f in figures)
+
+
+def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
+    smoke = yaml.safe_load((ROOT / "config/perturbation/smoke.yaml").read_text())
+    changed, *others = list(smoke["families"])
+    assert others, "the smoke grid needs two families for this test"
+    from cliplens.perturb import FAMILIES
+
+    param, values = next(iter(FAMILIES[changed].params.items()))
+    edited = [round(v * 0.9, 6) if isinstance(v, float) else v for v in values]
+    override = f"perturbation__families__{changed}__{param}=[{','.join(map(str, edited))}]"
+    dry = snakemake(smoke_run, "-n", config=SMOKE + [override])
+    jobs = planned_jobs(dry.stdout)
+    embed = [w for rule, w in jobs if rule == "embed_images"]
+    assert embed and all(f"family={changed}" in w for w in embed)
+    assert not any(f"family={other}" in w for rule, w in jobs for other in others if rule == "perturbation_preview")
+    assert {rule for rule, _ in jobs} >= {"embed_images", "perturbation_stats"}
+    assert "prepare_dataset" not in {rule for rule, _ in jobs}
+
+    stats_only = planned_jobs(snakemake(smoke_run, "-n", config=[c for c in SMOKE if not c.startswith("stats")] + ["stats__n_boot=60"]).stdout)
+    assert "embed_images" not in {rule for rule, _ in stats_only}
+    assert "perturbation_stats" in {rule for rule, _ in stats_only}
+
+    nothing = snakemake(smoke_run, "-n", config=SMOKE + ["compute__batch_size=7"])
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def test_report_is_self_contained_html(smoke_run):
+    snakemake(smoke_run, "--report", "results/report.html", config=SMOKE)
+    html = (smoke_run / "results/report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "drop_heatmaps" in html
+
+
+def test_folder_dataset_with_corrupt_file_records_and_skips_it(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, value in (("a", 10), ("b", 200)):
+        Image.fromarray(np.full((40, 50, 3), value, np.uint8)).save(images / f"{name}.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    workdir = tmp_path / "run"
+    target = "results/summary/model=tiny_random/dataset=folder/summary.json"
+    snakemake(workdir, "--cores", "2", target, config=["model=tiny_random", "dataset=folder", f"dataset__path={images}"])
+    rejects = pd.read_csv(workdir / "data/folder/rejects.csv")
+    assert [Path(p).name for p in rejects["path"]] == ["broken.jpg"]
+    assert '"images_embedded": 2' in (workdir / target).read_text()
+
+
+def test_default_config_dry_run_plans_without_weights(tmp_path):
+    result = snakemake(tmp_path, "-n")
+    jobs = planned_jobs(result.stdout)
+    assert ("embed_images", "model=vit_b_32_openai, dataset=skimage_samples, family=clean, shard=00000") in jobs
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_missing_weights_stop_the_run_before_any_output(tmp_path):
+    result = snakemake(tmp_path, "--cores", "1", "--config", "model__cache_dir=" + str(tmp_path / "cache"), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model__checkpoint" in message
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_invalid_config_fails_before_any_job(tmp_path):
+    result = snakemake(tmp_path, "-n", config=["model=tiny_random", "perturbation__severities=[1,9]"], check=False)
+    assert result.returncode != 0
+    assert "perturbation.severities" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", config=["model=tiny_random"], check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
