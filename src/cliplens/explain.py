@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens import evaluate, surgery
@@ -91,6 +92,13 @@ def label_features(loaded: LoadedModel, labels: Sequence[str], templates: str) -
     return features[:-1], features[-1]
 
 
+def patch_grid(model: torch.nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The token grid an input size gives: patch size for a ViT, stride 32 for a ModifiedResNet."""
+    visual = surgery.image_tower(model)
+    stride = visual.patch_size if isinstance(visual, VisionTransformer) else (32, 32)
+    return image_hw[0] // stride[0], image_hw[1] // stride[1]
+
+
 def patch_scores(
     loaded: LoadedModel, pixels: torch.Tensor, text: torch.Tensor, method: str, depth: int
 ) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -98,8 +106,8 @@ def patch_scores(
     images = TF.normalize(pixels, loaded.mean, loaded.std)
     text = text.to(pixels.device)
     if method == "gradcam":
-        tokens_grid = surgery.image_tokens_and_grid(loaded.model, images[:1], 0)[1]
-        return gradcam(loaded.model, images, text, out_hw=tokens_grid), tokens_grid
+        grid = patch_grid(loaded.model, tuple(images.shape[-2:]))
+        return gradcam(loaded.model, images, text, out_hw=grid), grid
     with torch.inference_mode(), loaded.autocast():
         tokens, grid = surgery.image_tokens_and_grid(loaded.model, images, depth if method == "surgery" else 0)
     tokens = F.normalize(tokens.float(), dim=-1)
