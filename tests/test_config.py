@@ -29,7 +29,15 @@ def test_snakemake_config_becomes_hydra_overrides():
     ]
     cfg = compose_config(CONFIG, overrides)
     assert cfg["model"]["seed"] == 3 and cfg["stats"]["top_k"] == 2
-    assert cfg["drift"]["label_sets"] == {"x": ["a b", "it's"]}
+    assert cfg["drift"]["label_sets"] == {"x": ["a b", "it's"]}  # replaced, not merged
+
+
+def test_families_mapping_replaces_the_grid_and_nested_keys_edit_one_family():
+    replaced = compose_config(CONFIG, overrides_from_mapping({"perturbation__families": {"contrast": {}, "fog": None}}))
+    assert list(replaced["perturbation"]["families"]) == ["contrast", "fog"]
+    edited = compose_config(CONFIG, ["perturbation.families.rotation.degrees=[1,2,3,4,6]"])
+    assert edited["perturbation"]["families"]["rotation"]["degrees"] == [1, 2, 3, 4, 6]
+    assert len(edited["perturbation"]["families"]) > 2
 
 
 def test_model_grid_composes_each_model():

@@ -8,6 +8,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from cliplens.embed import encode_pixels, pixel_transform
@@ -83,9 +84,7 @@ def test_missing_pretrained_weights_name_the_ways_out(monkeypatch, tmp_path):
 def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):
     """The pipeline's image path (pixel transform + device normalisation) equals open_clip's own."""
     photos = _photos()
-    preprocess = open_clip.image_transform_v2(
-        open_clip.transform.PreprocessCfg(**tiny_loaded.provenance["preprocess"]), is_train=False
-    )
+    preprocess = image_transform_v2(PreprocessCfg(**tiny_loaded.provenance["preprocess"]), is_train=False)
     transform = pixel_transform(tiny_loaded)
     ours = encode_pixels(tiny_loaded, torch.stack([transform(p) for p in photos]))
     with torch.no_grad():

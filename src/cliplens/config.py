@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 GROUPS = ("model", "dataset", "perturbation", "explain", "interpret")
+REPLACED_MAPPINGS = ("perturbation.families", "drift.label_sets")
+"""Mappings a user sets as a whole (``perturbation__families={blur: {}}`` replaces the families)."""
 
 
 class ConfigError(ValueError):
@@ -64,7 +66,7 @@ def overrides_from_mapping(config: Mapping[str, Any], prefix: str = "") -> list[
     overrides = []
     for key, value in config.items():
         dotted = f"{prefix}{str(key).replace(KEY_SEPARATOR, '.')}"
-        if isinstance(value, Mapping) and value and dotted not in ("drift.label_sets",):
+        if isinstance(value, Mapping) and value and dotted not in REPLACED_MAPPINGS:
             overrides.extend(overrides_from_mapping(value, prefix=f"{dotted}."))
         else:
             overrides.append(f"{dotted}={_format_value(value)}")
@@ -90,6 +92,7 @@ def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any]:
         if key and "Could not override" in message:
             hint = f" (unknown key {key!r}; {_valid_keys_hint(config_dir, key)})"
         elif "Missing mandatory value" in message:
+            message = f"{key} is missing"
             hint = f" (set it, for example --config {str(key).replace('.', KEY_SEPARATOR)}=...)"
         raise ConfigError(f"invalid configuration: {message}{hint}") from error
 
@@ -185,11 +188,28 @@ def _validate_perturbation(perturbation_cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"perturbation.families.{family}: {error}") from error
 
 
+def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Separate overrides that replace a whole user-extensible mapping (Hydra would merge them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    kept, replacements = [], {}
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key in REPLACED_MAPPINGS:
+            replacements[key] = OverridesParser.create().parse_overrides([override])[0].value()
+        else:
+            kept.append(override)
+    return kept, replacements
+
+
 def compose_config(config_dir: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Compose, expand the model grid and validate; returns a plain, fully resolved dict."""
     config_dir = Path(config_dir)
-    overrides = list(overrides)
+    overrides, replacements = _split_replacements(list(overrides))
     cfg = _compose(config_dir, overrides)
+    for dotted, value in replacements.items():
+        section, key = dotted.split(".")
+        cfg[section][key] = value
     grid = {cfg["model"]["name"]: cfg["model"]}
     for option in cfg.get("models") or []:
         if option not in group_options(config_dir, "model"):
