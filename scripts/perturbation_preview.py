@@ -2,15 +2,17 @@
 
 from cliplens.datasets import read_manifest
 from cliplens.embed import perturbed_views
-from cliplens.grid import family_specs
+from cliplens.grid import CLEAN_SPEC, family_specs
+from cliplens.perturb import resolve_params
 from cliplens.perturbation_figures import plot_family_preview
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0]):
     grid = snakemake.params.perturbation
     manifest = read_manifest(snakemake.input.manifest)
-    rows = manifest[manifest["mask_path"].notna()].head(1) if manifest["mask_path"].notna().any() else manifest.head(1)
-    specs = family_specs(grid["family"], grid["severities"], grid["seeds"][:1], grid["params"])
-    specs = family_specs("clean", [], [], {}) + specs
+    with_masks = manifest[manifest["mask_path"].notna()]
+    rows = (with_masks if len(with_masks) else manifest).head(1)
+    specs = [CLEAN_SPEC] + family_specs(grid["family"], grid["severities"], grid["seeds"][:1], grid["params"])
     views = perturbed_views(rows, specs, backend=grid["backend"])
-    plot_family_preview(views, rows["image_id"].iloc[0], grid["family"], snakemake.output[0])
+    parameters = resolve_params(grid["family"], grid["params"])
+    plot_family_preview(views, rows["image_id"].iloc[0], grid["family"], snakemake.output[0], parameters)

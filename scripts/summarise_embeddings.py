@@ -20,6 +20,7 @@ with job_logging(snakemake.log[0]) as log:
         embeddings,
         text,
         read_provenance(snakemake.input.clean[0]),
+        read_provenance(snakemake.input.labels)["logit_scale"],
     )
     with atomic_output(snakemake.output.json) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))

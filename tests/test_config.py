@@ -38,6 +38,10 @@ def test_families_mapping_replaces_the_grid_and_nested_keys_edit_one_family():
     edited = compose_config(CONFIG, ["perturbation.families.rotation.degrees=[1,2,3,4,6]"])
     assert edited["perturbation"]["families"]["rotation"]["degrees"] == [1, 2, 3, 4, 6]
     assert len(edited["perturbation"]["families"]) > 2
+    added = compose_config(CONFIG, ["perturbation=smoke", "perturbation.families.contrast.factor=[0.5,0.4,0.3,0.2,0.1]"])
+    assert added["perturbation"]["families"]["contrast"] == {"factor": [0.5, 0.4, 0.3, 0.2, 0.1]}
+    with pytest.raises(ConfigError, match="factor"):
+        compose_config(CONFIG, ["perturbation=smoke", "perturbation.families.contrast.amount=[1,2,3,4,5]"])
 
 
 def test_model_grid_composes_each_model():

@@ -135,9 +135,14 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
         _validate_model(model_cfg)
     _validate_dataset(cfg["dataset"])
     _validate_perturbation(cfg["perturbation"])
+    _validate_interpret(cfg["interpret"])
     from cliplens.prompts import TEMPLATE_SETS
 
-    for key, templates in (("embedding.templates", cfg["embedding"]["templates"]), ("explain.templates", cfg["explain"]["templates"])):
+    for key, templates in (
+        ("embedding.templates", cfg["embedding"]["templates"]),
+        ("explain.templates", cfg["explain"]["templates"]),
+        ("interpret.textspan.templates", cfg["interpret"]["textspan"]["templates"]),
+    ):
         if templates not in TEMPLATE_SETS:
             raise ConfigError(f"{key}={templates!r} unknown; valid: {sorted(TEMPLATE_SETS)}")
 
@@ -188,8 +193,35 @@ def _validate_perturbation(perturbation_cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"perturbation.families.{family}: {error}") from error
 
 
+def _validate_interpret(interpret_cfg: Mapping[str, Any]) -> None:
+    """The text pool and the property descriptions must be readable; queried properties must exist."""
+    from cliplens.textpools import POOL_NAMES, TEXTSPAN_POOLS, PoolUnavailableError, load_properties, textspan_pool_path
+
+    pool, pool_dir = interpret_cfg["textspan"]["pool"], interpret_cfg["textspan"]["pool_dir"]
+    try:
+        if pool in TEXTSPAN_POOLS:
+            textspan_pool_path(pool, pool_dir)
+        elif pool != "builtin" and not Path(pool).expanduser().is_file():
+            raise PoolUnavailableError(f"{pool!r} is neither a file nor one of {list(POOL_NAMES)}")
+    except PoolUnavailableError as error:
+        raise ConfigError(f"interpret.textspan.pool: {error}") from error
+    path = interpret_cfg["properties"]
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ConfigError(f"interpret.properties={path!r} is not a file")
+    try:
+        properties = load_properties(path)
+    except ValueError as error:
+        raise ConfigError(f"interpret.properties: {error}") from error
+    if len(properties) < 2:
+        raise ConfigError(f"interpret.properties: at least two properties are needed; found {sorted(properties)}")
+    unknown = sorted(set(interpret_cfg["queries"]["properties"]) - set(properties))
+    if unknown:
+        raise ConfigError(f"interpret.queries.properties: {unknown} unknown; valid: {sorted(properties)}")
+
+
 def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """Separate overrides that replace a whole user-extensible mapping (Hydra would merge them)."""
+    """Separate overrides that replace a whole user-extensible mapping (Hydra would merge them);
+    let keys inside those mappings be added, not only overridden."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     kept, replacements = [], {}
@@ -197,6 +229,8 @@ def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]
         key = override.partition("=")[0]
         if key in REPLACED_MAPPINGS:
             replacements[key] = OverridesParser.create().parse_overrides([override])[0].value()
+        elif key.startswith(tuple(f"{m}." for m in REPLACED_MAPPINGS)):
+            kept.append(f"++{override}")  # entries of these mappings may be new (validated later)
         else:
             kept.append(override)
     return kept, replacements

@@ -264,3 +264,20 @@ def plot_drift_trajectories(
     ax.grid(alpha=0.3)
     title = f"Drift trajectories under {family}\n(grey squares: pure-label distributions; ids at the last severity)"
     return _finish(fig, path, title, model, dataset, random_weights)
+
+
+def plot_family_preview(
+    images: Mapping[tuple[str, int], np.ndarray], image_id: str, family: str, path: str | os.PathLike,
+    parameters: Mapping[str, Sequence] | None = None,
+) -> plt.Figure:
+    """One image under one family at every severity it has in ``images`` (0 = clean), with the parameters."""
+    severities = sorted(severity for key, severity in images if key == image_id)
+    fig, axes = plt.subplots(1, len(severities), figsize=(2.4 * len(severities), 2.9), layout="constrained", squeeze=False)
+    for ax, severity in zip(axes[0], severities):
+        ax.imshow(images[(image_id, severity)])
+        values = ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items()) if severity else ""
+        ax.set_title(f"severity {severity}\n{values}" if severity else "clean", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"{family} on {image_id}", fontsize=11)
+    save_figure(fig, path)
+    return fig

@@ -7,16 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-
-def zero_shot_accuracy(embeddings: np.ndarray, text: np.ndarray, label_index: np.ndarray, k: int = 1) -> float:
-    """Top-k zero-shot accuracy over the labelled rows (label_index >= 0); NaN when none is labelled."""
-    labelled = label_index >= 0
-    if not labelled.any():
-        return float("nan")
-    scores = embeddings[labelled] @ text.T
-    k = min(k, text.shape[0])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return float((top == label_index[labelled, None]).any(axis=1).mean())
+from cliplens.stats import per_image_metrics
 
 
 def embedding_summary(
@@ -26,9 +17,11 @@ def embedding_summary(
     embeddings: np.ndarray,
     text: np.ndarray,
     provenance: Mapping[str, Any],
+    logit_scale: float,
 ) -> dict[str, Any]:
     """A JSON-ready record of one model x dataset embedding run (clean images)."""
-    labels = rows["label_index"].to_numpy()
+    labelled = rows["label_index"].to_numpy() >= 0
+    metrics = per_image_metrics(rows, embeddings, text, logit_scale) if len(text) > 1 else None
     return {
         "model": provenance.get("model"),
         "arch": provenance.get("arch"),
@@ -41,8 +34,8 @@ def embedding_summary(
         "labels": int(text.shape[0]),
         "embedding_dim": int(embeddings.shape[1]),
         "mean_norm": float(np.linalg.norm(embeddings, axis=1).mean()) if len(rows) else float("nan"),
-        "zero_shot_top1": zero_shot_accuracy(embeddings, text, labels, 1),
-        "zero_shot_top5": zero_shot_accuracy(embeddings, text, labels, 5),
+        "zero_shot_top1": float(metrics["top1"][labelled].mean()) if metrics is not None and labelled.any() else None,
+        "zero_shot_top5": float(metrics["top5"][labelled].mean()) if metrics is not None and labelled.any() else None,
         "open_clip_version": provenance.get("open_clip_version"),
         "torch_version": provenance.get("torch_version"),
     }

@@ -79,10 +79,16 @@ def explain_targets():
     return expand(f"{base}/{{name}}.png", model=MODELS, name=names)
 
 
+def interpret_targets():
+    """Head-level interpretation figures of every ViT model of the grid (interpret.smk)."""
+    return [path for model in MODELS if decomposable(CFG["model_grid"][model]) for path in interpret_figures(model)]
+
+
 def all_targets():
     """Everything `snakemake` builds by default."""
     targets = [f"{RESULTS}/config/resolved.yaml"]
     targets += expand(f"{RESULTS}/summary/model={{model}}/dataset={DATASET}/summary.md", model=MODELS)
     targets += perturbation_targets()
     targets += explain_targets()
+    targets += interpret_targets()
     return targets

@@ -17,7 +17,7 @@ rule embed_images:
     log:
         "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
     benchmark:
-        "benchmarks/rules/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
+        "logs/benchmarks/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
     script:
         "../../scripts/embed_images.py"
 

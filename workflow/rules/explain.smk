@@ -18,7 +18,7 @@ rule explain_maps:
     log:
         "logs/explain_maps/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/rules/explain_maps/{model}/{dataset}.tsv"
+        "logs/benchmarks/explain_maps/{model}/{dataset}.tsv"
     script:
         "../../scripts/explain_maps.py"
 

@@ -75,7 +75,7 @@ rule perturbation_stats:
     log:
         "logs/perturbation_stats/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/rules/perturbation_stats/{model}/{dataset}.tsv"
+        "logs/benchmarks/perturbation_stats/{model}/{dataset}.tsv"
     script:
         "../../scripts/perturbation_stats.py"
 

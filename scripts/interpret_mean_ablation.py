@@ -1,0 +1,21 @@
+"""Mean-ablation of layers and heads: zero-shot accuracy from the stored contributions (Snakemake script)."""
+
+from cliplens.datasets import read_manifest
+from cliplens.decompose import ContributionStore
+from cliplens.files import atomic_output
+from cliplens.interpret import plot_mean_ablation
+from cliplens.interpretation_job import NO_LABELS, ablation_table, message_figure
+from cliplens.runtime import job_logging
+from cliplens.store import read_embeddings
+
+with job_logging(snakemake.log[0]) as log:
+    outputs, random_weights = snakemake.output, snakemake.params.random_weights
+    _, class_embeddings = read_embeddings(snakemake.input.labels)
+    table = ablation_table(ContributionStore(snakemake.input.store), read_manifest(snakemake.input.manifest), class_embeddings)
+    with atomic_output(outputs.table) as tmp:
+        table.to_csv(tmp, index=False)
+    if table["ablation"].iloc[0] == NO_LABELS:
+        message_figure(f"mean-ablation measures zero-shot accuracy: {NO_LABELS}", outputs.figure, random_weights)
+    else:
+        plot_mean_ablation(table, outputs.figure, random_weights=random_weights)
+    log.info("mean-ablation over %d images\n%s", table["n_images"].iloc[0], table.head(12).to_string())

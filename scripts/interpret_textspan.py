@@ -1,0 +1,19 @@
+"""TEXTSPAN: a text basis for every head of the last layers (Snakemake script)."""
+
+from cliplens.decompose import ContributionStore
+from cliplens.files import atomic_output
+from cliplens.interpret import plot_textspan
+from cliplens.interpretation_job import analysed_layers, read_pool_embeddings
+from cliplens.runtime import job_logging
+from cliplens.textspan import textspan_heads
+
+with job_logging(snakemake.log[0]) as log:
+    params, outputs = snakemake.params, snakemake.output
+    store = ContributionStore(snakemake.input.store)
+    texts, embeddings = read_pool_embeddings(snakemake.input.pool)
+    layers = analysed_layers(store, params.layers)
+    spans = textspan_heads(store, embeddings, texts, m=params.top_m, r=params.rank, layers=layers)
+    with atomic_output(outputs.table) as tmp:
+        spans.to_csv(tmp, index=False)
+    plot_textspan(spans, outputs.figure, random_weights=params.random_weights)
+    log.info("TEXTSPAN of %d heads (layers %s) over %d images, pool of %d texts", spans.groupby(["layer", "head"]).ngroups, layers, len(store), len(texts))
