@@ -65,9 +65,9 @@ def apply_spec(
         return pixels
     from cliplens import perturb
 
-    if backend == "imagecorruptions":
-        return perturb.perturb_imagecorruptions(pixels, spec.family, spec.severity)
     seeds = perturb.image_seeds(image_ids, spec.family, spec.severity, spec.seed).to(pixels.device)
+    if backend == "imagecorruptions":
+        return perturb.perturb_imagecorruptions(pixels, spec.family, spec.severity, seeds)
     return perturb.perturb(pixels, spec.family, spec.severity, seeds, spec.params, masks)
 
 

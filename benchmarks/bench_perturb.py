@@ -1,0 +1,140 @@
+"""Throughput of ``cliplens.perturb.perturb`` against the ``imagecorruptions`` package.
+
+Both backends see the same 224x224 photos (scikit-image samples) at the same severities.
+``perturb`` runs on whole batches (CPU, and CUDA when available); imagecorruptions runs one
+uint8 image at a time, timed on ``corrupt()`` alone. Prints a Markdown table and writes a CSV.
+
+    python benchmarks/bench_perturb.py --out benchmarks/out/perturb.csv
+    python benchmarks/bench_perturb.py --threads 1 --clock cpu --all-families   # shared machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from skimage import data
+from skimage.transform import resize
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import hardware, write_table  # noqa: E402
+
+from cliplens.perturb import FAMILIES, image_seeds, perturb  # noqa: E402
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def photos(count: int, size: int) -> np.ndarray:
+    """``count`` uint8 [N, size, size, 3] photos, cycling through scikit-image's samples."""
+    images = [(resize(getattr(data, name)(), (size, size), anti_aliasing=True) * 255).round() for name in PHOTOS]
+    return np.stack([images[i % len(images)] for i in range(count)]).astype(np.uint8)
+
+
+def best_seconds(run: Callable[[], object], repeats: int, sync: Callable[[], None], clock: str) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up call."""
+    now = CLOCKS[clock]
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = now()
+        run()
+        sync()
+        times.append(now() - start)
+    return min(times)
+
+
+def reference_rate(pixels: np.ndarray, name: str, severity: int, repeats: int, clock: str) -> float:
+    """Images per second of imagecorruptions' ``corrupt`` over ``pixels``, best of ``repeats``."""
+    from imagecorruptions import corrupt
+
+    np.random.seed(0)
+    seconds = best_seconds(
+        lambda: [corrupt(image, corruption_name=name, severity=severity) for image in pixels],
+        repeats,
+        lambda: None,
+        clock,
+    )
+    return len(pixels) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/perturb.csv"))
+    parser.add_argument("--families", nargs="*", help="default: every family imagecorruptions also has")
+    parser.add_argument("--all-families", action="store_true", help="also time the torch-only families")
+    parser.add_argument("--severities", type=int, nargs="*", default=[1, 3, 5])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--reference-images", type=int, default=8, help="images per imagecorruptions timing")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine, "
+        "but it sums threads, so use it with --threads 1)",
+    )
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    shared = [f.name for f in FAMILIES.values() if f.imagecorruptions_name]
+    families = args.families or (list(FAMILIES) if args.all_families else shared)
+    pixels = photos(args.batch_size, args.size)
+    clean = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255).contiguous()
+    masks = torch.zeros(clean.shape[0], args.size, args.size, dtype=torch.bool)
+    masks[:, args.size // 4 : 3 * args.size // 4, args.size // 4 : 3 * args.size // 4] = True
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    rows = []
+    for family in families:
+        name = FAMILIES[family].imagecorruptions_name
+        for severity in args.severities:
+            reference = (
+                reference_rate(pixels[: args.reference_images], name, severity, args.repeats, args.clock)
+                if name
+                else None
+            )
+            for device in devices:
+                images, image_masks = clean.to(device), masks.to(device)
+                seeds = image_seeds([str(i) for i in range(len(images))], family, severity, 0).to(device)
+                sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+                seconds = best_seconds(
+                    lambda: perturb(images, family, severity, seeds, masks=image_masks), args.repeats, sync, args.clock
+                )
+                rate = len(images) / seconds
+                rows.append(
+                    {
+                        "family": family,
+                        "device": device,
+                        "threads": args.threads if device == "cpu" else "",
+                        "clock": args.clock,
+                        "severity": severity,
+                        "torch_img_s": round(rate),
+                        "imagecorruptions_img_s": round(reference) if reference else "",
+                        "speedup": round(rate / reference, 1) if reference else "",
+                    }
+                )
+                print(" ".join(f"{key}={value}" for key, value in rows[-1].items()), flush=True)
+
+    print(f"\nhardware: {hardware()}\n")
+    print(write_table(rows, args.out))
+    speedups = [row["speedup"] for row in rows if row["speedup"] != "" and row["device"] == "cpu"]
+    if speedups:
+        print(
+            f"\nCPU speedup over imagecorruptions: median {statistics.median(speedups):.1f}x, "
+            f"min {min(speedups):.1f}x ({len(speedups)} family x severity points)"
+        )
+    print(f"CSV: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

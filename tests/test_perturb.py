@@ -1,0 +1,368 @@
+"""Tests of cliplens.perturb on real photos (scikit-image samples at 224 px)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage import data
+from skimage.transform import resize
+
+from cliplens import perturb as P
+from cliplens.perturb import FAMILIES, image_seeds, perturb, perturb_imagecorruptions, resolve_params
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {
+    "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur", "motion_blur",
+    "brightness", "contrast", "saturate", "jpeg_compression", "pixelate", "rotation", "zoom",
+    "translation", "crop", "patch_grid", "cutout", "object_mask", "background_mask", "grayscale",
+    "hue_shift", "invert",
+}  # fmt: skip
+STOCHASTIC = {
+    "gaussian_noise", "shot_noise", "impulse_noise", "motion_blur", "elastic_transform", "fog",
+    "rotation", "translation", "crop", "patch_grid", "cutout",
+}  # fmt: skip
+GEOMETRIC = {name for name, family in FAMILIES.items() if family.group == "geometric"}
+SHARED = sorted(name for name, family in FAMILIES.items() if family.imagecorruptions_name)
+IMAGENET_C_SATURATE = {"factor": [0.3, 0.1, 2, 5, 20], "offset": [0, 0, 0, 0.1, 0.2]}
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision are deprecated:DeprecationWarning"
+)  # jpeg_compression; see docs/perturbations.md
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster and steadier on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    """astronaut, chelsea, coffee as float [3, 3, 224, 224] in [0, 1] on the 8-bit grid."""
+    names = ("astronaut", "chelsea", "coffee")
+    images = [resize(getattr(data, name)(), (224, 224), anti_aliasing=True) for name in names]
+    pixels = np.round(np.stack(images) * 255).astype(np.uint8)
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+@pytest.fixture(scope="module")
+def masks() -> torch.Tensor:
+    """A centred ellipse as the 'object' of every photo, bool [3, 224, 224]."""
+    rows, cols = torch.meshgrid(torch.arange(224), torch.arange(224), indexing="ij")
+    ellipse = ((rows - 112) / 70.0) ** 2 + ((cols - 112) / 50.0) ** 2 <= 1
+    return ellipse.expand(3, -1, -1).clone()
+
+
+@pytest.fixture(scope="module")
+def seeds() -> torch.Tensor:
+    return image_seeds(["astronaut", "chelsea", "coffee"], "gaussian_noise", 1, 0)
+
+
+def coordinate_ramps(batch: int, height: int, width: int) -> torch.Tensor:
+    """Images whose red/green channels are the column/row coordinates: MSE against them is the
+    mean squared displacement of content (plus what fell outside), a geometric distance."""
+    rows = torch.linspace(0, 1, height)[:, None].expand(height, width)
+    cols = torch.linspace(0, 1, width)[None, :].expand(height, width)
+    return torch.stack([cols, rows, torch.full_like(rows, 0.5)]).expand(batch, -1, -1, -1).contiguous()
+
+
+def gradient_mse(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE between the finite-difference gradients of two batches (change of detail)."""
+    def gradients(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
+
+    return (gradients(images) - gradients(clean)).pow(2).mean(dim=1)
+
+
+def mse(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    return (images - clean).pow(2).flatten(1).mean(dim=1)
+
+
+def psnr(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    return -10 * torch.log10(mse(images, clean))
+
+
+# ----------------------------------------------------------------------------- registry and validation
+
+
+def test_registry_covers_required_families() -> None:
+    assert REQUIRED <= set(FAMILIES)
+    assert {"fog", "elastic_transform"} & set(FAMILIES)
+    for name, family in FAMILIES.items():
+        assert family.name == name and family.group in P.GROUPS
+        assert family.doc and family.params
+        assert all(len(values) == 5 for values in family.params.values()), name
+    assert {name for name, family in FAMILIES.items() if family.needs_mask} == {"object_mask", "background_mask"}
+
+
+def test_resolve_params_applies_overrides_and_names_valid_choices() -> None:
+    assert resolve_params("gaussian_noise", None) == {"sigma": (0.08, 0.12, 0.18, 0.26, 0.38)}
+    assert resolve_params("rotation", {"degrees": [1, 2, 3, 4, 5]}) == {"degrees": (1, 2, 3, 4, 5)}
+    assert resolve_params("saturate", {"offset": [0] * 5})["factor"] == FAMILIES["saturate"].params["factor"]
+    with pytest.raises(ValueError, match="valid families: .*gaussian_noise"):
+        resolve_params("gausian_noise", None)
+    with pytest.raises(ValueError, match=r"valid parameters: \['alias_blur', 'radius'\]"):
+        resolve_params("defocus_blur", {"sigma": [1] * 5})
+    with pytest.raises(ValueError, match="one value per severity"):
+        resolve_params("rotation", {"degrees": [5, 10, 20]})
+    with pytest.raises(ValueError, match="one value per severity"):
+        resolve_params("rotation", {"degrees": "12345"})
+    with pytest.raises(ValueError, match="finite numbers"):
+        resolve_params("rotation", {"degrees": [5, 10, "x", 30, 45]})
+
+
+def test_perturb_validates_inputs(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="valid families"):
+        perturb(photos, "blurr", 1, seeds)
+    for severity in (-1, 6, 2.0, True):
+        with pytest.raises(ValueError, match="severity"):
+            perturb(photos, "contrast", severity, seeds)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        perturb(photos[:, :1], "contrast", 1, seeds)
+    with pytest.raises(ValueError, match="seeds"):
+        perturb(photos, "contrast", 1, seeds[:2])
+    with pytest.raises(ValueError, match="valid parameters"):
+        perturb(photos, "contrast", 1, seeds, params={"sigma": [1] * 5})
+
+
+def test_image_seeds_are_stable_and_keyed_on_every_field() -> None:
+    seeds = image_seeds(["a.jpg", "b.jpg"], "fog", 3, 0)
+    assert seeds.dtype == torch.int64 and seeds.shape == (2,)
+    # blake2b digests, hard-coded: the same in every process, on every machine
+    assert seeds.tolist() == [4484899401066704845, -1032211974243958869]
+    variants = [
+        image_seeds(["a.jpg"], "fog", 3, 0),
+        image_seeds(["a.jpg"], "contrast", 3, 0),
+        image_seeds(["a.jpg"], "fog", 2, 0),
+        image_seeds(["a.jpg"], "fog", 3, 1),
+    ]
+    assert len({int(v) for v in variants}) == 4
+    assert seeds[0] != seeds[1]
+    with pytest.raises(ValueError, match="valid families"):
+        image_seeds(["a.jpg"], "nope", 1, 0)
+
+
+def test_hash_is_the_wrapping_uint32_hash() -> None:
+    """Guards the int32 wrap-around the counter-based generator relies on (CPU and GPU alike)."""
+
+    def reference(value: int) -> int:
+        for _ in range(2):
+            value ^= value >> 16
+            value = (value * 0x45D9F3B) & 0xFFFFFFFF
+        return value ^ (value >> 16)
+
+    values = [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1, 987654321]
+    as_int32 = torch.tensor([v - 2**32 if v >= 2**31 else v for v in values], dtype=torch.int32)
+    assert [int(h) & 0xFFFFFFFF for h in P._mix32_(as_int32)] == [reference(v) for v in values]
+
+
+def test_uniform_and_normal_draws_have_the_right_distribution() -> None:
+    seeds = torch.tensor([3, -5, 2**40 + 7])
+    uniform = P._uniform(seeds, (100_000,), stream=11)
+    assert 0 < uniform.min() and uniform.max() < 1
+    assert uniform.mean(dim=1).sub(0.5).abs().max() < 0.005
+    normal = P._normal(seeds, (100_001,), stream=12)
+    assert normal.shape == (3, 100_001)
+    assert normal.mean(dim=1).abs().max() < 0.01 and normal.std(dim=1).sub(1).abs().max() < 0.01
+    correlation = torch.corrcoef(normal[:, :100_000])
+    assert (correlation - torch.eye(3)).abs().max() < 0.01  # images' draws are independent
+
+
+# ----------------------------------------------------------------------------- behaviour of every family
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_severity_zero_is_identity(family: str, photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    assert perturb(photos, family, 0, seeds) is photos
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_output_shape_dtype_range(family: str, masks: torch.Tensor) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 96, 130, generator=generator, dtype=torch.float64)
+    image_masks = masks[:2, :96, :130]
+    seeds = torch.tensor([1, 2])
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        out = perturb(images.to(dtype), family, 5, seeds, masks=image_masks)
+        assert out.shape == images.shape and out.dtype == dtype and out.device == images.device
+        assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+        assert not torch.equal(out, images.to(dtype)), "severity 5 must change the image"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_deterministic_and_independent_of_batch(family: str, photos: torch.Tensor, masks: torch.Tensor) -> None:
+    # 10 images: more than one CPU chunk of 224 px images
+    images, image_masks = photos.repeat(4, 1, 1, 1)[:10], masks.repeat(4, 1, 1)[:10]
+    seeds = image_seeds([f"image{i}" for i in range(10)], family, 3, 0)
+    out = perturb(images, family, 3, seeds, masks=image_masks)
+    assert torch.equal(out, perturb(images, family, 3, seeds, masks=image_masks))
+    order = torch.tensor([7, 2, 9, 0, 4])
+    subset = perturb(images[order], family, 3, seeds[order], masks=image_masks[order])
+    torch.testing.assert_close(subset, out[order], atol=1e-6, rtol=0)  # FFT blurs: float rounding only
+    single = perturb(images[5:6], family, 3, seeds[5:6], masks=image_masks[5:6])
+    torch.testing.assert_close(single, out[5:6], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_seed_dependence(family: str, photos: torch.Tensor, masks: torch.Tensor) -> None:
+    """Stochastic families vary with the seed; deterministic ones ignore it."""
+    images, image_masks = photos[:1].expand(8, -1, -1, -1), masks[:1].expand(8, -1, -1)
+    out = perturb(images, family, 3, torch.arange(8) * 1_000_003, masks=image_masks)
+    distinct = {tuple(o.flatten()[::997].tolist()) for o in out}
+    if family in STOCHASTIC:
+        assert len(distinct) > 1
+    else:
+        assert len(distinct) == 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_severity_is_monotone(family: str, photos: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor) -> None:
+    """With the same seeds, the family's distance from the clean image rises with severity, per image:
+    MSE on the photos; geometric families: MSE on coordinate ramps (mean squared displacement);
+    fog: MSE of the gradients (ImageNet-C's severities 3 and 4 share one strength and differ in
+    roughness only)."""
+    clean = coordinate_ramps(3, 224, 224) if family in GEOMETRIC else photos
+    distance = gradient_mse if family == "fog" else mse
+    distances = torch.stack(
+        [distance(perturb(clean, family, severity, seeds, masks=masks), clean) for severity in range(6)], dim=1
+    )
+    assert (distances.diff(dim=1) > 0).all(), f"{family}: {distances}"
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_mask_families_use_the_mask(photos: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor) -> None:
+    inside = masks[:, None].expand_as(photos)
+    for family, changed in (("object_mask", inside), ("background_mask", ~inside)):
+        out = perturb(photos, family, 5, seeds, masks=masks)
+        assert torch.equal(out[~changed], photos[~changed]), family
+        assert torch.allclose(out[changed], torch.tensor(0.5)), family  # opacity 1: all grey
+        half = perturb(photos, family, 5, seeds, params={"opacity": [0.5] * 5}, masks=masks)
+        torch.testing.assert_close(half[changed], (photos[changed] + 0.5) / 2)
+
+
+def test_mask_families_require_masks(photos: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="needs segmentation masks"):
+        perturb(photos, "object_mask", 2, seeds)
+    with pytest.raises(ValueError, match=r"bool \[3, 224, 224\]"):
+        perturb(photos, "background_mask", 2, seeds, masks=masks.float())
+    assert perturb(photos, "object_mask", 0, seeds) is photos  # clean needs no mask
+
+
+# ----------------------------------------------------------------------------- closeness to imagecorruptions
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("gaussian_blur", None),
+        ("defocus_blur", None),
+        ("brightness", None),
+        ("contrast", None),
+        ("saturate", IMAGENET_C_SATURATE),
+        ("jpeg_compression", None),
+        ("pixelate", None),
+    ],
+)
+def test_deterministic_families_match_imagecorruptions(
+    family: str, params: dict | None, photos: torch.Tensor, seeds: torch.Tensor
+) -> None:
+    """imagecorruptions truncates to uint8 (mean error 0.5/255); the values must agree beyond that."""
+    for severity in range(1, 6):
+        ours = perturb(photos, family, severity, seeds, params=params)
+        reference = perturb_imagecorruptions(photos, family, severity, seeds)
+        assert (ours - reference).abs().mean() < 1.0 / 255, (family, severity)
+        assert (ours - reference).abs().max() < 12.0 / 255, (family, severity)
+        assert psnr(ours, reference).min() > 40, (family, severity)
+
+
+@pytest.mark.parametrize(
+    ("family", "statistic", "tolerance"),
+    [
+        ("gaussian_noise", "residual_std", 0.03),
+        ("shot_noise", "residual_std", 0.03),
+        ("impulse_noise", "changed", 0.05),
+        ("motion_blur", "mse", 0.15),
+        ("elastic_transform", "mse", 0.1),
+        ("fog", "mean", 0.1),
+        ("fog", "mse", 0.15),
+    ],
+)
+def test_stochastic_families_match_imagecorruptions_statistics(
+    family: str, statistic: str, tolerance: float, photos: torch.Tensor
+) -> None:
+    """Same statistic (relative tolerance) over 6 draws per photo at every severity."""
+    images = photos.repeat(6, 1, 1, 1)
+    seeds = image_seeds([str(i) for i in range(len(images))], family, 1, 0)
+
+    def measure(out: torch.Tensor) -> float:
+        if statistic == "residual_std":
+            return (out - images).std().item()
+        if statistic == "changed":
+            return ((out - images).abs() > 0.5 / 255).float().mean().item()
+        if statistic == "mean":
+            return out.mean().item()
+        return mse(out, images).mean().item()
+
+    for severity in range(1, 6):
+        ours = measure(perturb(images, family, severity, seeds))
+        reference = measure(perturb_imagecorruptions(images, family, severity, seeds))
+        assert abs(ours / reference - 1) < tolerance, (family, severity, ours, reference)
+
+
+@pytest.mark.parametrize("angle", [-45.0, -20.0, 0.0, 17.0, 44.0])
+def test_motion_kernel_matches_imagecorruptions_at_a_given_angle(angle: float, photos: torch.Tensor) -> None:
+    from imagecorruptions.corruptions import _motion_blur
+
+    pixels = (photos[0] * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)
+    reference = torch.from_numpy(_motion_blur(pixels, radius=15, sigma=5, angle=angle)).permute(2, 0, 1)
+    kernel, centre = P._motion_kernels(torch.tensor([angle]), radius=15, sigma=5)
+    ours = P._convolve(photos[:1] * 255, kernel, padding_mode="replicate", centre=centre)[0]
+    assert (ours - reference.float()).abs().max() < 1e-3
+
+
+def test_imagecorruptions_backend(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    first = perturb_imagecorruptions(photos[:2], "impulse_noise", 2, seeds[:2])
+    assert first.shape == photos[:2].shape and first.dtype == photos.dtype
+    assert torch.equal(first, perturb_imagecorruptions(photos[:2], "impulse_noise", 2, seeds[:2]))
+    assert perturb_imagecorruptions(photos, "fog", 0) is photos
+    with pytest.raises(ValueError, match="no imagecorruptions counterpart; supported: .*gaussian_noise"):
+        perturb_imagecorruptions(photos, "rotation", 1)
+
+
+# ----------------------------------------------------------------------------- docs and configs
+
+
+def test_docs_table_lists_every_family_with_its_defaults() -> None:
+    text = (ROOT / "docs" / "perturbations.md").read_text()
+    for name, family in FAMILIES.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"docs/perturbations.md has no table row for {name}"
+        for key, values in family.params.items():
+            listed = ", ".join(f"{v:g}" for v in values)
+            assert f"{key}: {listed}" in row, (name, key, listed, row)
+
+
+@pytest.mark.parametrize("config", ["default", "smoke", "imagenet_c"])
+def test_perturbation_configs_are_valid(config: str) -> None:
+    spec = yaml.safe_load((ROOT / "config" / "perturbation" / f"{config}.yaml").read_text())
+    assert set(spec) == {"seeds", "severities", "backend", "families"}
+    assert spec["backend"] in ("torch", "imagecorruptions")
+    assert set(spec["severities"]) <= set(P.SEVERITIES) and spec["seeds"]
+    for family, overrides in spec["families"].items():
+        resolve_params(family, overrides)
+    if config == "imagenet_c":
+        assert set(spec["families"]) == set(SHARED)
+        assert spec["families"]["saturate"] == IMAGENET_C_SATURATE
+    else:
+        assert not any(FAMILIES[f].needs_mask for f in spec["families"]), "the default dataset has no masks"
+    if config == "smoke":
+        assert spec["severities"] == [1, 3, 5] and 2 <= len(spec["families"]) <= 3
