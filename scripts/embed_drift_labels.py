@@ -5,7 +5,7 @@ from cliplens.prompts import encode_prompts
 from cliplens.runtime import job_logging
 from cliplens.store import TEXT_FIELDS, EmbeddingWriter, embedding_schema
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     prompts = list(snakemake.params.prompts)
     loaded = load_model(snakemake.params.model)
     embeddings = encode_prompts(loaded, prompts)

@@ -7,7 +7,7 @@ from cliplens.models import load_model
 from cliplens.runtime import job_logging
 from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
     grid = params.perturbation
     loaded = load_model(params.model)

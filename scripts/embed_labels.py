@@ -6,7 +6,7 @@ from cliplens.prompts import TEMPLATE_SETS, encode_labels
 from cliplens.runtime import job_logging
 from cliplens.store import TEXT_FIELDS, EmbeddingWriter, embedding_schema
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params = snakemake.params
     loaded = load_model(params.model)
     names = read_manifest(snakemake.input.manifest).attrs["label_names"]

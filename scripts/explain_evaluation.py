@@ -3,14 +3,12 @@
 import pandas as pd
 
 from cliplens.datasets import read_manifest
-from cliplens.evaluate import summarise
-from cliplens.explain import ExplanationScores, deletion_insertion_scores, mask_evaluation
-from cliplens.explain_figures import deletion_insertion_figure, summary_figure
-from cliplens.files import atomic_output
+from cliplens.explain import ExplanationScores, deletion_insertion_scores, mask_evaluation, write_evaluation
+from cliplens.explain_figures import deletion_insertion_figure
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs, model = snakemake.params, snakemake.output, snakemake.wildcards.model
     cfg = params.explain
     explanations = ExplanationScores.load(snakemake.input.maps)
@@ -22,14 +20,7 @@ with job_logging(snakemake.log[0]) as log:
     if manifest.attrs.get("mask_ids"):
         per_mask, segmentation = mask_evaluation(explanations, manifest, manifest.attrs["mask_ids"], cfg["resize_mode"])
         tables.append(per_mask)
-    per_map = pd.concat(tables, ignore_index=True).assign(model=model)
-    summary = summarise(per_map, by=["model", "method"], n_boot=cfg["evaluation"]["n_boot"])
-    with atomic_output(outputs.per_map) as tmp:
-        per_map.to_parquet(tmp, index=False)
-    with atomic_output(outputs.summary) as tmp:
-        summary.to_csv(tmp, index=False)
-    with atomic_output(outputs.segmentation) as tmp:
-        segmentation.assign(model=model).to_csv(tmp, index=False)
-    summary_figure(summary, outputs.figure, random_weights=params.random_weights)
+    per_map = pd.concat(tables, ignore_index=True)
+    summary = write_evaluation(per_map, segmentation, model, outputs, cfg["evaluation"]["n_boot"], params.random_weights)
     deletion_insertion_figure(curves, outputs.curves, random_weights=params.random_weights)
     log.info("evaluated %d maps\n%s", len(per_map), summary.to_string())

@@ -10,7 +10,7 @@ from cliplens.explain_figures import overlay_grid, segmentation_figure
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     params, outputs = snakemake.params, snakemake.output
     cfg, random_weights = params.explain, params.random_weights
     explanations = ExplanationScores.load(snakemake.input.maps)

@@ -5,7 +5,7 @@ from cliplens.explain import evaluation_rows, explanation_scores
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
     loaded = load_model(params.model)
     manifest = read_manifest(snakemake.input.manifest)

@@ -5,7 +5,7 @@ from cliplens.interpretation_job import decompose_dataset
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
     store = decompose_dataset(
         load_model(params.model), read_manifest(snakemake.input.manifest), snakemake.output[0],

@@ -7,7 +7,7 @@ from cliplens.interpret import interpretability_metrics, label_heads, plot_head_
 from cliplens.interpretation_job import read_pool_embeddings, read_property_embeddings
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     _, pool = read_pool_embeddings(snakemake.input.pool)
     labels = label_heads(pd.read_csv(snakemake.input.spans), pool, read_property_embeddings(snakemake.input.properties), params.weighting)

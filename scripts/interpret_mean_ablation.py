@@ -8,7 +8,7 @@ from cliplens.interpretation_job import NO_LABELS, ablation_table, message_figur
 from cliplens.runtime import job_logging
 from cliplens.store import read_embeddings
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     outputs, random_weights = snakemake.output, snakemake.params.random_weights
     _, class_embeddings = read_embeddings(snakemake.input.labels)
     table = ablation_table(ContributionStore(snakemake.input.store), read_manifest(snakemake.input.manifest), class_embeddings)

@@ -13,7 +13,7 @@ from cliplens.interpretation_job import (
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     queries, random_weights = params.queries, params.random_weights
     store = ContributionStore(snakemake.input.store)

@@ -7,7 +7,7 @@ from cliplens.models import load_model
 from cliplens.runtime import job_logging
 from cliplens.store import read_embeddings
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources, outputs = snakemake.params, snakemake.resources, snakemake.output
     cfg = params.segmentation
     manifest = read_manifest(snakemake.input.manifest)

@@ -7,7 +7,7 @@ from cliplens.interpretation_job import analysed_layers, read_pool_embeddings
 from cliplens.runtime import job_logging
 from cliplens.textspan import textspan_heads
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     store = ContributionStore(snakemake.input.store)
     texts, embeddings = read_pool_embeddings(snakemake.input.pool)

@@ -13,7 +13,7 @@ from cliplens.perturbation_figures import (
 )
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
     family, dataset, grid = snakemake.wildcards.family, snakemake.wildcards.dataset, params.perturbation
     common = {"dataset": dataset, "random_weights": params.random_weights}

@@ -5,7 +5,7 @@ import pandas as pd
 from cliplens.perturbation_figures import plot_drop_heatmaps, plot_severity_curves
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     aggregate = pd.read_parquet(snakemake.input.aggregate)
     dataset, random_weights = snakemake.wildcards.dataset, snakemake.params.random_weights
     plot_drop_heatmaps(aggregate, snakemake.output.heatmap, dataset=dataset, random_weights=random_weights)

@@ -5,7 +5,7 @@ from cliplens.files import atomic_output
 from cliplens.grid import plan_table
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     plan = plan_table(read_manifest(snakemake.input.manifest)["image_id"].tolist(), snakemake.params.grid)
     with atomic_output(snakemake.output[0]) as tmp:
         plan.to_parquet(tmp, index=False)

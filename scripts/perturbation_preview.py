@@ -7,7 +7,7 @@ from cliplens.perturb import resolve_params
 from cliplens.perturbation_figures import plot_family_preview
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     grid = snakemake.params.perturbation
     manifest = read_manifest(snakemake.input.manifest)
     with_masks = manifest[manifest["mask_path"].notna()]

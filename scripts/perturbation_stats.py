@@ -4,7 +4,7 @@ from cliplens.files import atomic_output
 from cliplens.perturbation_analysis import perturbation_tables
 from cliplens.runtime import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
     per_family = {
         family: [path for path in inputs.perturbed if f"/perturbation={family}/" in path] for family in params.families

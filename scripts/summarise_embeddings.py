@@ -10,7 +10,7 @@ from cliplens.runtime import job_logging
 from cliplens.store import read_embeddings, read_provenance
 from cliplens.summary import embedding_summary, summary_markdown
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     rows, embeddings = read_embeddings(list(snakemake.input.clean))
     _, text = read_embeddings(snakemake.input.labels)
     summary = embedding_summary(

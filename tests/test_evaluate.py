@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,9 @@ import torch
 from scipy import stats
 
 from cliplens import evaluate
+from conftest import SHARED_DATASETS
 
-COCO128 = Path("/work/shared/datasets/coco128")
+COCO128 = SHARED_DATASETS / "coco128"
 needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason="coco128 not available")
 
 
@@ -254,23 +254,8 @@ def test_summarise_ci_has_the_normal_width_for_large_samples() -> None:
 
 
 @needs_coco128
-def test_coco128_class_names_and_mask_paths() -> None:
-    names = evaluate.coco128_class_names(COCO128)
-    assert names[0] == "unlabeled" and names[1] == "person" and names[200] == "rug-merged"
-    pairs = evaluate.coco128_labelled_images(COCO128, "train")
-    assert len(pairs) == 100 and all(image.is_file() for image, _ in pairs)
-    image, mask = pairs[0]
-    assert evaluate.coco128_mask_path(COCO128, image) == mask
-    labelled = {image.name for image, _ in pairs}
-    unlabelled = next(p for p in sorted((COCO128 / "images" / "train2017").glob("*.jpg")) if p.name not in labelled)
-    with pytest.raises(FileNotFoundError):
-        evaluate.coco128_mask_path(COCO128, unlabelled)
-
-
-@needs_coco128
 def test_real_coco128_mask_loaded_resized_and_scored() -> None:
-    image = COCO128 / "images" / "train2017" / "000000000009.jpg"
-    path = evaluate.coco128_mask_path(COCO128, image)
+    path = COCO128 / "semantic_segmentation" / "masks" / "train2017" / "000000000009.png"
     full = evaluate.load_class_mask(path)
     assert full.shape == (480, 640) and set(np.unique(full)) == {0, 51, 55, 56, 189, 196}
     resized = evaluate.load_class_mask(path, size=(224, 224))

@@ -17,7 +17,6 @@ from cliplens.models import (
     build_module,
     create_tiny_clip,
     ensure_weights,
-    load_model,
     save_checkpoint,
 )
 from cliplens.prompts import encode_prompts
@@ -73,11 +72,15 @@ def test_torchscript_archive_needs_explicit_trust(tmp_path, tiny_model_cfg):
 
 
 def test_missing_pretrained_weights_name_the_ways_out(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to huggingface.co")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", offline)
     cfg = {"name": "vit", "source": "open_clip", "arch": "ViT-B-32", "pretrained": "openai", "cache_dir": str(tmp_path)}
     with pytest.raises(WeightsUnavailableError) as error:
         ensure_weights(cfg)
     message = str(error.value)
+    assert "no route to huggingface.co" in message
     assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model__checkpoint" in message
 
 

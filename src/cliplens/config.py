@@ -125,12 +125,15 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
-def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Check a resolved config against the schema and the registries; raise ConfigError on the first problem."""
+def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any], check_registries: bool = True) -> None:
+    """Check a resolved config against the schema and (unless told not to) the registries of models,
+    perturbations and templates, which import torch and open_clip; raise ConfigError on the first problem."""
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
+    if not check_registries:
+        return
     for model_cfg in cfg["model_grid"].values():
         _validate_model(model_cfg)
     _validate_dataset(cfg["dataset"])
@@ -236,8 +239,12 @@ def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]
     return kept, replacements
 
 
-def compose_config(config_dir: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Compose, expand the model grid and validate; returns a plain, fully resolved dict."""
+def compose_config(config_dir: str | Path, overrides: Iterable[str] = (), check_registries: bool = True) -> dict[str, Any]:
+    """Compose, expand the model grid and validate; returns a plain, fully resolved dict.
+
+    ``check_registries=False`` skips the (slow) registry checks: for jobs re-reading an already
+    validated workflow.
+    """
     config_dir = Path(config_dir)
     overrides, replacements = _split_replacements(list(overrides))
     cfg = _compose(config_dir, overrides)
@@ -253,7 +260,7 @@ def compose_config(config_dir: str | Path, overrides: Iterable[str] = ()) -> dic
         grid[model_cfg["name"]] = model_cfg
     cfg["model_grid"] = grid
     cfg["dataset"]["num_images"] = resolve_num_images(cfg["dataset"])
-    validate(cfg, yaml.safe_load(schema_path(config_dir).read_text()))
+    validate(cfg, yaml.safe_load(schema_path(config_dir).read_text()), check_registries)
     return cfg
 
 
@@ -261,9 +268,9 @@ def resolve_num_images(dataset_cfg: Mapping[str, Any]) -> int:
     """Declared dataset size, or for a folder the number of image files in it (cheap: a directory walk)."""
     if dataset_cfg.get("num_images") is not None:
         return int(dataset_cfg["num_images"])
-    from cliplens.datasets import list_image_files
+    from cliplens.datasets import count_image_files
 
-    return len(list_image_files(Path(dataset_cfg["path"]).expanduser()))
+    return count_image_files(Path(dataset_cfg["path"]).expanduser())
 
 
 def num_shards(num_images: int, shard_size: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -41,6 +42,11 @@ SKIMAGE_SAMPLES: tuple[tuple[str, str], ...] = (
     ("brick", "brick wall"),
     ("clock", "clock"),
 )
+
+
+def count_image_files(root: Path) -> int:
+    """Number of image files below ``root`` (by suffix): a directory walk, cheap for 50k files."""
+    return sum(Path(name).suffix.lower() in IMAGE_SUFFIXES for _, _, names in os.walk(root) for name in names)
 
 
 def list_image_files(root: Path) -> list[Path]:

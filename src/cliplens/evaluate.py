@@ -13,13 +13,11 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from PIL import Image
 from scipy import ndimage, stats
 from skimage.metrics import structural_similarity
@@ -29,7 +27,6 @@ from cliplens.stats import bootstrap_mean_ci
 
 POINTING_TOLERANCE_PX = 15.0
 BASELINES = ("zero", "blur")
-COCO128_SEMSEG_CONFIG = Path("semantic_segmentation") / "config.yaml"
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``score_fn(pixels [B', 3, H, W], image_index [B']) -> scores [B']``; the index says which input image
@@ -302,45 +299,7 @@ def summarise(
     return pd.DataFrame(rows, columns=[*by, "metric", "mean", "ci_low", "ci_high", "n"])
 
 
-# --------------------------------------------------------------------------- coco128 masks
-
-
-def coco128_config(root: str | os.PathLike) -> dict:
-    """The semantic-segmentation ``config.yaml`` of a coco128 checkout."""
-    return yaml.safe_load((Path(root) / COCO128_SEMSEG_CONFIG).read_text())
-
-
-def coco128_class_names(root: str | os.PathLike) -> dict[int, str]:
-    """Class id -> name (COCO panoptic category ids; 0 = ``unlabeled``)."""
-    return {int(k): str(v) for k, v in coco128_config(root)["classes"].items()}
-
-
-def coco128_split_dirs(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
-    """``(image_dir, mask_dir)`` of a split (``train`` or ``val``), resolved from the config."""
-    config = coco128_config(root)
-    if split not in config or not isinstance(config[split], Mapping):
-        raise ValueError(f"split {split!r} unknown in {Path(root) / COCO128_SEMSEG_CONFIG}")
-    base = (Path(root) / COCO128_SEMSEG_CONFIG).parent
-    return (base / config[split]["images"]).resolve(), (base / config[split]["masks"]).resolve()
-
-
-def coco128_mask_path(root: str | os.PathLike, image_path: str | os.PathLike) -> Path:
-    """Mask PNG of a coco128 image; FileNotFoundError for the unlabelled images of the pool."""
-    image_path = Path(image_path).resolve()
-    for split in ("train", "val"):
-        image_dir, mask_dir = coco128_split_dirs(root, split)
-        if image_path.parent == image_dir:
-            mask = mask_dir / f"{image_path.stem}.png"
-            if not mask.is_file():
-                raise FileNotFoundError(f"{image_path.name} has no semantic mask (only 100 of 128 images per split do)")
-            return mask
-    raise ValueError(f"{image_path} is in no coco128 split image folder")
-
-
-def coco128_labelled_images(root: str | os.PathLike, split: str) -> list[tuple[Path, Path]]:
-    """Sorted ``(image_path, mask_path)`` pairs of the images of a split that have a mask."""
-    image_dir, mask_dir = coco128_split_dirs(root, split)
-    return [(image_dir / f"{mask.stem}.jpg", mask) for mask in sorted(mask_dir.glob("*.png"))]
+# --------------------------------------------------------------------------- masks
 
 
 def load_class_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -249,3 +249,23 @@ def evaluation_rows(manifest: pd.DataFrame, max_images: int) -> pd.DataFrame:
     """Images to explain: those with masks when the dataset has masks, the first ``max_images``."""
     with_masks = manifest[manifest["mask_path"].notna()]
     return (with_masks if len(with_masks) else manifest).head(max_images)
+
+
+def write_evaluation(
+    per_map: pd.DataFrame, segmentation: pd.DataFrame, model: str, outputs: Mapping[str, str], n_boot: int,
+    random_weights: bool,
+) -> pd.DataFrame:
+    """Summarise per-map metrics per method (bootstrap CIs); write per_map, summary, segmentation and figure."""
+    from cliplens.evaluate import summarise
+    from cliplens.explain_figures import summary_figure
+
+    per_map = per_map.assign(model=model)
+    summary = summarise(per_map, by=["model", "method"], n_boot=n_boot)
+    with atomic_output(outputs["per_map"]) as tmp:
+        per_map.to_parquet(tmp, index=False)
+    with atomic_output(outputs["summary"]) as tmp:
+        summary.to_csv(tmp, index=False)
+    with atomic_output(outputs["segmentation"]) as tmp:
+        segmentation.assign(model=model).to_csv(tmp, index=False)
+    summary_figure(summary, outputs["figure"], random_weights=random_weights)
+    return summary

@@ -7,7 +7,6 @@ tokenizer, the preprocessing it expects and a provenance record for the Parquet 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import zipfile
@@ -18,6 +17,8 @@ from typing import Any, Callable, Iterator, Mapping
 import open_clip
 import torch
 from open_clip.model import build_model_from_openai_state_dict
+
+from cliplens.download import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,6 @@ def create_tiny_clip(kind: str = "vit", seed: int = 0, image_size: int | None = 
             TINY_ARCHS[kind], pretrained=None, force_image_size=image_size
         )
     return model.eval()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, fmt: str = "open_clip") -> Path:
@@ -220,7 +212,7 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
             module = _load_openai_checkpoint(path, cfg.get("trust_torchscript", False))
         else:
             module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
-        provenance.update(checkpoint=str(path), checkpoint_format=fmt, checkpoint_sha256=file_sha256(path))
+        provenance.update(checkpoint=str(path), checkpoint_format=fmt, checkpoint_sha256=sha256_of(path))
     else:
         module = open_clip.create_model(
             cfg["arch"], pretrained=weights, weights_only=True, cache_dir=cfg.get("cache_dir")

@@ -48,11 +48,9 @@ def _select_model(frame: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame,
 def _finish(
     fig: plt.Figure, path: str | os.PathLike, title: str, model: str, dataset: str, random_weights: bool
 ) -> plt.Figure:
-    """Title the figure (model, dataset) above everything, leave room for the stamp line, and save it."""
+    """Title the figure (model, dataset) above everything and save it."""
     fig.text(0.5, 1.0, f"{title}\nmodel: {model}   dataset: {dataset}", ha="center", va="bottom",
              fontsize=12, weight="bold")
-    if random_weights:
-        fig.get_layout_engine().set(rect=(0.0, 0.0, 1.0, 1.0 - 0.25 / fig.get_figheight()))
     save_figure(fig, path, random_weights=random_weights)
     return fig
 

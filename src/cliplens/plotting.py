@@ -21,7 +21,8 @@ def mark_random_weights(fig: plt.Figure) -> None:
         0.5, 0.5, RANDOM_WEIGHTS_NOTE, ha="center", va="center", rotation=20, fontsize=14,
         color="red", alpha=0.35, weight="bold", zorder=1000,
     )
-    fig.suptitle(RANDOM_WEIGHTS_NOTE, color="red", fontsize=9, y=0.995)
+    # a plain line below the figure: titles and suptitles above stay as they are
+    fig.text(0.5, 0.0, RANDOM_WEIGHTS_NOTE, ha="center", va="top", color="red", fontsize=9)
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:

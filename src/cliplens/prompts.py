@@ -61,15 +61,15 @@ def encode_prompts(loaded: LoadedModel, prompts: Sequence[str], batch_size: int 
         for start in range(0, len(prompts), batch_size):
             tokens = loaded.tokenizer(list(prompts[start : start + batch_size])).to(loaded.device)
             chunks.append(F.normalize(loaded.model.encode_text(tokens).float(), dim=-1).cpu())
-    if not chunks:
-        return torch.empty(0, loaded.model.text_projection.shape[1])
-    return torch.cat(chunks)
+    return torch.cat(chunks) if chunks else torch.empty(0, loaded.embed_dim)
 
 
 def encode_labels(
     loaded: LoadedModel, labels: Sequence[str], templates: Sequence[str], batch_size: int = 256
 ) -> torch.Tensor:
     """Prompt-ensembled label embeddings [C, D]: mean of normalised template embeddings, renormalised."""
+    if not labels:
+        return torch.empty(0, loaded.embed_dim)
     per_prompt = encode_prompts(loaded, expand_prompts(labels, templates), batch_size)
     per_label = per_prompt.reshape(len(labels), len(templates), -1).mean(dim=1)
     return F.normalize(per_label, dim=-1)

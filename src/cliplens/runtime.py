@@ -10,8 +10,15 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def job_logging(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
-    """Route logging, warnings and stderr (progress bars) of a job to its log file."""
+def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) -> Iterator[logging.Logger]:
+    """Route logging, warnings and stderr (progress bars) of a job to its log file.
+
+    ``threads`` (the rule's) caps torch's intra-op threads, so parallel jobs do not oversubscribe cores.
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if not log_path:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         yield logging.getLogger("cliplens")

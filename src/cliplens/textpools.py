@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from cliplens.models import file_sha256
+from cliplens.download import sha256_of
 
 DATA_DIR = Path(__file__).parent / "data"
 BUILTIN_POOL = DATA_DIR / "builtin_text_pool.txt"
@@ -68,7 +68,7 @@ def textspan_pool_path(name: str, pool_dir: str | os.PathLike | None = None) -> 
     path = Path(directory).expanduser() / entry.filename
     if not path.is_file():
         raise PoolUnavailableError(f"pool {name!r}: {path} does not exist; {how_to_get}")
-    digest = file_sha256(path)
+    digest = sha256_of(path)
     if digest != entry.sha256:
         raise PoolUnavailableError(f"pool {name!r}: {path} has SHA-256 {digest}, expected {entry.sha256}; {how_to_get}")
     return path

@@ -1,7 +1,6 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
 from cliplens.config import num_shards
 from cliplens.grid import CLEAN
-from cliplens.models import WeightsUnavailableError, ensure_weights
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
@@ -12,6 +11,11 @@ MODELS = list(CFG["model_grid"])
 FAMILIES = list(CFG["perturbation"]["families"])
 LABEL_SETS = list(CFG["drift"]["label_sets"])
 SHARDS = [f"{i:05d}" for i in range(num_shards(CFG["dataset"]["num_images"], CFG["embedding"]["shard_size"]))]
+
+
+localrules:
+    resolved_config,
+    perturbation_plan,
 
 
 wildcard_constraints:
@@ -50,6 +54,8 @@ def embedding_files(model, families):
 
 onstart:
     # Stop before any job writes output when a model's pretrained weights cannot be had.
+    from cliplens.models import WeightsUnavailableError, ensure_weights
+
     for model_cfg in CFG["model_grid"].values():
         try:
             ensure_weights(model_cfg)
@@ -81,7 +87,10 @@ def explain_targets():
 
 def interpret_targets():
     """Head-level interpretation figures of every ViT model of the grid (interpret.smk)."""
-    return [path for model in MODELS if decomposable(CFG["model_grid"][model]) for path in interpret_figures(model)]
+    from cliplens.interpretation_job import decomposable, interpret_figure_names
+
+    models = [model for model in MODELS if decomposable(CFG["model_grid"][model])]
+    return expand(f"{FIGURES}/model={{model}}/dataset={DATASET}/interpret/{{name}}.png", model=models, name=interpret_figure_names(CFG))
 
 
 def all_targets():

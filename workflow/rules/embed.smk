@@ -8,6 +8,7 @@ rule embed_images:
         perturbation=perturbation_config,
         dtype=CFG["embedding"]["dtype"],
         shard_size=CFG["embedding"]["shard_size"],
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
@@ -30,6 +31,7 @@ rule embed_labels:
     params:
         model=model_config,
         templates=CFG["embedding"]["templates"],
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],

@@ -9,6 +9,7 @@ rule explain_maps:
     params:
         model=model_config,
         explain=CFG["explain"],
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
@@ -50,6 +51,7 @@ rule explain_figures:
         model=model_config,
         explain=CFG["explain"],
         random_weights=random_weights,
+    threads: 4
     resources:
         gpu=1,
     conda:
@@ -84,6 +86,7 @@ rule explain_evaluation:
         model=model_config,
         explain=CFG["explain"],
         random_weights=random_weights,
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],

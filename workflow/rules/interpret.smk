@@ -1,42 +1,12 @@
 # Head-level interpretation: decomposition + TEXTSPAN (Gandelsman et al.), CLIP-InterpreT (Madasu et al.).
-from cliplens.interpretation_job import decomposable, pool_file, pool_key, properties_file
+from cliplens.interpretation_job import pool_file, pool_key, properties_file, query_map_names
 
 INTERPRET = f"{RESULTS}/interpret"
 INTERPRET_CFG = CFG["interpret"]
-QUERIES = INTERPRET_CFG["queries"]
-QUERY_IMAGES = len(QUERIES["images"]) or 2
+INTERPRET_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/interpret"
+TOPIC_MAPS, CONTRASTIVE_MAPS = query_map_names(INTERPRET_CFG["queries"])
 POOL_EMBEDDINGS = f"{RESULTS}/text/model={{model}}/pool-{pool_key(INTERPRET_CFG['textspan']['pool'])}.parquet"
-HAS_MASKS = CFG["dataset"]["kind"] == "coco128"
-HAS_LABELS = CFG["dataset"]["kind"] != "folder" or CFG["dataset"]["labels_csv"] is not None
-
-
-def interpret_figure(name):
-    """A figure of this file's rules, registered in the report."""
-    return f"{FIGURES}/model={{model}}/dataset={{dataset}}/interpret/{name}.png"
-
-
-def topic_map_names():
-    return [f"topic_maps/image{i}_text{j}" for i in range(QUERY_IMAGES) for j in range(len(QUERIES["texts"]))]
-
-
-def contrastive_map_names():
-    return [f"contrastive_maps/image{i}_pair{j}" for i in range(QUERY_IMAGES) for j in range(len(QUERIES["contrastive"]))]
-
-
-def interpret_figures(model):
-    """Every figure of the head-level interpretation of one model on the configured dataset."""
-    names = ["mean_ablation", "textspan", "head_properties", "interpretability_metrics"]
-    names += ["property_neighbours", "head_image_neighbours", "head_text_neighbours"]
-    names += topic_map_names() + contrastive_map_names()
-    if HAS_LABELS:
-        names.append("segmentation")
-    if HAS_MASKS:
-        names.append("segmentation_evaluation")
-    return [interpret_figure(name).format(model=model, dataset=DATASET) for name in names]
-
-
-def interpret_report(name, caption):
-    return report(interpret_figure(name), caption=f"../report/interpret_{caption}.rst", category="Head-level interpretation", subcategory="{model}")
+REPORT = {"category": "Head-level interpretation", "subcategory": "{model}"}
 
 
 rule embed_text_pool:
@@ -47,6 +17,7 @@ rule embed_text_pool:
     params:
         model=model_config,
         templates=INTERPRET_CFG["textspan"]["templates"],
+    threads: 4
     resources:
         gpu=1,
     conda:
@@ -64,6 +35,7 @@ rule embed_properties:
         f"{RESULTS}/text/model={{model}}/properties.parquet",
     params:
         model=model_config,
+    threads: 4
     resources:
         gpu=1,
     conda:
@@ -84,6 +56,7 @@ rule decompose_images:
         max_images=INTERPRET_CFG["max_images"],
         head_layers=None if INTERPRET_CFG["store_all_heads"] else INTERPRET_CFG["layers"],
         dtype=CFG["embedding"]["dtype"],
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
@@ -105,7 +78,7 @@ rule mean_ablation:
         labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
     output:
         table=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/mean_ablation.csv",
-        figure=interpret_report("mean_ablation", "mean_ablation"),
+        figure=report(f"{INTERPRET_FIGURES}/mean_ablation.png", caption="../report/interpret_mean_ablation.rst", **REPORT),
     params:
         random_weights=random_weights,
     conda:
@@ -122,7 +95,7 @@ rule textspan_heads:
         pool=POOL_EMBEDDINGS,
     output:
         table=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/textspan.csv",
-        figure=interpret_report("textspan", "textspan"),
+        figure=report(f"{INTERPRET_FIGURES}/textspan.png", caption="../report/interpret_textspan.rst", **REPORT),
     params:
         layers=INTERPRET_CFG["layers"],
         top_m=INTERPRET_CFG["textspan"]["top_m"],
@@ -144,8 +117,8 @@ rule head_properties:
     output:
         labels=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/head_labels.csv",
         metrics=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/interpretability_metrics.csv",
-        figure=interpret_report("head_properties", "head_properties"),
-        metrics_figure=interpret_report("interpretability_metrics", "metrics"),
+        figure=report(f"{INTERPRET_FIGURES}/head_properties.png", caption="../report/interpret_head_properties.rst", **REPORT),
+        metrics_figure=report(f"{INTERPRET_FIGURES}/interpretability_metrics.png", caption="../report/interpret_metrics.rst", **REPORT),
     params:
         weighting=INTERPRET_CFG["label_weighting"],
         n_boot=INTERPRET_CFG["n_boot"],
@@ -165,18 +138,19 @@ rule interpret_queries:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         labels=rules.head_properties.output.labels,
     output:
-        properties=interpret_report("property_neighbours", "property_neighbours"),
-        head_images=interpret_report("head_image_neighbours", "head_image_neighbours"),
-        head_texts=interpret_report("head_text_neighbours", "head_text_neighbours"),
-        topic=[interpret_report(name, "topic_maps") for name in topic_map_names()],
-        contrastive=[interpret_report(name, "contrastive_maps") for name in contrastive_map_names()],
+        properties=report(f"{INTERPRET_FIGURES}/property_neighbours.png", caption="../report/interpret_property_neighbours.rst", **REPORT),
+        head_images=report(f"{INTERPRET_FIGURES}/head_image_neighbours.png", caption="../report/interpret_head_image_neighbours.rst", **REPORT),
+        head_texts=report(f"{INTERPRET_FIGURES}/head_text_neighbours.png", caption="../report/interpret_head_text_neighbours.rst", **REPORT),
+        topic=[report(f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_topic_maps.rst", **REPORT) for name in TOPIC_MAPS],
+        contrastive=[report(f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_contrastive_maps.rst", **REPORT) for name in CONTRASTIVE_MAPS],
     params:
         model=model_config,
-        queries=QUERIES,
+        queries=INTERPRET_CFG["queries"],
         k=INTERPRET_CFG["neighbours_k"],
         layers=INTERPRET_CFG["layers"],
         templates=INTERPRET_CFG["textspan"]["templates"],
         random_weights=random_weights,
+    threads: 4
     resources:
         gpu=1,
     conda:
@@ -193,13 +167,14 @@ rule decomposition_segmentation:
         labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
     output:
         maps=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/maps.npz",
-        figure=interpret_report("segmentation", "segmentation"),
+        figure=report(f"{INTERPRET_FIGURES}/segmentation.png", caption="../report/interpret_segmentation.rst", **REPORT),
     params:
         model=model_config,
         max_images=INTERPRET_CFG["max_images"],
         layers=INTERPRET_CFG["layers"],
         segmentation=INTERPRET_CFG["segmentation"],
         random_weights=random_weights,
+    threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
@@ -220,7 +195,7 @@ rule decomposition_segmentation_evaluation:
         per_map=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/per_map.parquet",
         summary=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/summary.csv",
         segmentation=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/segmentation.csv",
-        figure=interpret_report("segmentation_evaluation", "segmentation_evaluation"),
+        figure=report(f"{INTERPRET_FIGURES}/segmentation_evaluation.png", caption="../report/interpret_segmentation_evaluation.rst", **REPORT),
     params:
         resize_mode=INTERPRET_CFG["segmentation"]["resize_mode"],
         n_boot=INTERPRET_CFG["n_boot"],

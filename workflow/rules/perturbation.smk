@@ -42,6 +42,7 @@ rule embed_drift_labels:
     params:
         model=model_config,
         prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
+    threads: 4
     resources:
         gpu=1,
     conda:

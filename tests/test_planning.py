@@ -1,0 +1,72 @@
+"""Planning at scale: a 50,000-image folder shards into the expected embedding jobs, and a large
+grid (5 models x 20 perturbation families x 5 severities x 50 shards) plans in bounded time."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+NUM_IMAGES = 50_000
+
+
+def plan(workdir: Path, config: list[str]) -> tuple[dict[str, int], float]:
+    """Dry-run the workflow; returns the job count per rule and the wall-clock seconds it took."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    command += ["-n", "--quiet", "rules", "--config", *config]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}, seconds
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """50,000 empty .jpg files: planning counts them and never opens one."""
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(NUM_IMAGES):
+        (folder / f"{i:05d}.jpg").touch()
+    return folder
+
+
+def folder_dataset(folder: Path, shard_size: int) -> list[str]:
+    return ["model=tiny_random", "dataset=folder", f"dataset__path={folder}", f"embedding__shard_size={shard_size}"]
+
+
+def test_folder_dataset_plans_one_embedding_job_per_family_and_shard(image_folder, tmp_path):
+    families = yaml.safe_load((ROOT / "config" / "perturbation" / "smoke.yaml").read_text())["families"]
+    jobs, _ = plan(tmp_path, folder_dataset(image_folder, 3000) + ["perturbation=smoke"])
+    assert jobs["embed_images"] == (1 + len(families)) * math.ceil(NUM_IMAGES / 3000)  # 17 shards, the last one short
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_large_grid_plans_in_bounded_time(image_folder, tmp_path):
+    from cliplens.perturb import FAMILIES
+
+    default = yaml.safe_load((ROOT / "config" / "perturbation" / "default.yaml").read_text())
+    extra = [name for name, family in FAMILIES.items() if name not in default["families"] and not family.needs_mask]
+    families = [*default["families"], *extra][:20]
+    models = ["tiny_random_resnet", "vit_b_32_openai", "vit_b_16_openai", "rn50_openai"]  # beside tiny_random
+    config = folder_dataset(image_folder, 1000) + [
+        f"models=[{','.join(models)}]",
+        "perturbation=default",
+        "perturbation__families={" + ", ".join(f"{name}: {{}}" for name in families) + "}",
+        "perturbation__severities=[1,2,3,4,5]",
+    ]
+    jobs, seconds = plan(tmp_path, config)
+    print(f"planned {sum(jobs.values())} jobs in {seconds:.1f} s")
+    assert jobs["embed_images"] == 5 * (1 + 20) * 50
+    assert jobs["perturbation_family_figures"] == 5 * 20
+    assert seconds < 120
