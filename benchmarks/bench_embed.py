@@ -6,6 +6,7 @@ Three numbers per configuration, all in images/second on the same device and bat
 - bare: `model.encode_image` on pre-normalised batches already in memory (the ceiling);
 - step compute: cliplens' encode + Parquet write on the same in-memory [0,1] batches;
 - step end-to-end: the whole embedding job (decode, resize, DataLoader, encode, write).
+With --families, the step also perturbs every batch (severity 3) before encoding it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from _common import best_of, hardware, write_table  # noqa: E402
 
 from cliplens.datasets import prepare  # noqa: E402
 from cliplens.embed import encode_pixels, extract_image_embeddings, iterate_batches, pixel_transform  # noqa: E402
-from cliplens.grid import CLEAN_SPEC  # noqa: E402
+from cliplens.grid import CLEAN_SPEC, PerturbationSpec, apply_spec  # noqa: E402
 from cliplens.models import load_model  # noqa: E402
 from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema  # noqa: E402
 
@@ -38,8 +39,11 @@ def model_cfg(name: str, precision: str) -> dict:
     return {"name": name, "source": "random", "seed": 0, "device": "auto", "precision": precision, **MODELS[name]}
 
 
-def measure(name: str, images: int, batch_size: int, workers: int, precision: str, repeats: int) -> dict:
+def measure(
+    name: str, images: int, batch_size: int, workers: int, precision: str, repeats: int, family: str | None
+) -> dict:
     loaded = load_model(model_cfg(name, precision))
+    spec = PerturbationSpec(family, 3, 0) if family else CLEAN_SPEC
     with tempfile.TemporaryDirectory() as tmp:
         manifest, _ = prepare({"kind": "skimage"}, Path(tmp) / "data")
         rows = manifest.iloc[[i % len(manifest) for i in range(images)]].reset_index(drop=True)
@@ -56,18 +60,20 @@ def measure(name: str, images: int, batch_size: int, workers: int, precision: st
         def step_compute():
             with EmbeddingWriter(Path(tmp) / "compute.parquet", schema) as writer:
                 for batch in batches:
-                    embeddings = encode_pixels(loaded, batch).cpu().numpy()
+                    ids = [f"image{i}" for i in range(len(batch))]
+                    embeddings = encode_pixels(loaded, apply_spec(batch, ids, spec)).cpu().numpy()
                     n = len(embeddings)
                     writer.write({"image_id": ["x"] * n, "label_index": [0] * n, "family": ["clean"] * n,
                                   "severity": [0] * n, "seed": [0] * n}, embeddings)
 
         def step_end_to_end():
             with EmbeddingWriter(Path(tmp) / "e2e.parquet", schema) as writer:
-                extract_image_embeddings(loaded, rows, [CLEAN_SPEC], writer, batch_size, workers)
+                extract_image_embeddings(loaded, rows, [spec], writer, batch_size, workers)
 
         t_bare, t_compute, t_e2e = (best_of(repeats, f) for f in (bare, step_compute, step_end_to_end))
     return {
         "model": name,
+        "perturbation": f"{family} s3" if family else "clean",
         "device": str(loaded.device),
         "precision": loaded.precision,
         "batch_size": batch_size,
@@ -88,9 +94,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--families", nargs="*", default=[], help="also time perturb + embed with these families")
     parser.add_argument("--out", default="benchmarks/out/embed.csv")
     args = parser.parse_args()
-    rows = [measure(m, args.images, args.batch_size, args.workers, args.precision, args.repeats) for m in args.models]
+    rows = [
+        measure(m, args.images, args.batch_size, args.workers, args.precision, args.repeats, family)
+        for m in args.models
+        for family in [None, *args.families]
+    ]
     print(f"hardware: {hardware()}\n")
     print(write_table(rows, args.out))
 
