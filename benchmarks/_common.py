@@ -19,18 +19,26 @@ def hardware() -> str:
     return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} threads={torch.get_num_threads()} (torch {torch.__version__})"
 
 
-def best_of(repeats: int, run: Callable[[], object]) -> float:
-    """Best wall time in seconds over ``repeats`` runs (after one warm-up), synchronising CUDA."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""wall: elapsed seconds; cpu: this process's CPU seconds (steadier when other processes share the cores)."""
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def best_of(repeats: int, run: Callable[[], object], clock: str = "wall") -> float:
+    """Least time in seconds on ``clock`` over ``repeats`` runs (after one warm-up), synchronising CUDA."""
+    now = CLOCKS[clock]
     run()
+    _synchronize()
     times = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = now()
         run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        _synchronize()
+        times.append(now() - start)
     return min(times)
 
 

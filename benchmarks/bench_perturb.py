@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,12 +21,11 @@ from skimage import data
 from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import hardware, write_table  # noqa: E402
+from _common import CLOCKS, best_of, hardware, write_table  # noqa: E402
 
 from cliplens.perturb import FAMILIES, image_seeds, perturb  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def photos(count: int, size: int) -> np.ndarray:
@@ -37,31 +34,12 @@ def photos(count: int, size: int) -> np.ndarray:
     return np.stack([images[i % len(images)] for i in range(count)]).astype(np.uint8)
 
 
-def best_seconds(run: Callable[[], object], repeats: int, sync: Callable[[], None], clock: str) -> float:
-    """Fastest of ``repeats`` timed calls after one warm-up call."""
-    now = CLOCKS[clock]
-    run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = now()
-        run()
-        sync()
-        times.append(now() - start)
-    return min(times)
-
-
 def reference_rate(pixels: np.ndarray, name: str, severity: int, repeats: int, clock: str) -> float:
     """Images per second of imagecorruptions' ``corrupt`` over ``pixels``, best of ``repeats``."""
     from imagecorruptions import corrupt
 
     np.random.seed(0)
-    seconds = best_seconds(
-        lambda: [corrupt(image, corruption_name=name, severity=severity) for image in pixels],
-        repeats,
-        lambda: None,
-        clock,
-    )
+    seconds = best_of(repeats, lambda: [corrupt(image, corruption_name=name, severity=severity) for image in pixels], clock)
     return len(pixels) / seconds
 
 
@@ -106,9 +84,8 @@ def main() -> None:
             for device in devices:
                 images, image_masks = clean.to(device), masks.to(device)
                 seeds = image_seeds([str(i) for i in range(len(images))], family, severity, 0).to(device)
-                sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-                seconds = best_seconds(
-                    lambda: perturb(images, family, severity, seeds, masks=image_masks), args.repeats, sync, args.clock
+                seconds = best_of(
+                    args.repeats, lambda: perturb(images, family, severity, seeds, masks=image_masks), args.clock
                 )
                 rate = len(images) / seconds
                 rows.append(

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import open_clip
 import torch
@@ -41,22 +39,10 @@ def build_model(arch: str, device: torch.device) -> torch.nn.Module:
         return open_clip.create_model(arch, pretrained=None).eval().to(device)
 
 
-def best_cpu_time(repeats: int, run: Callable[[], object]) -> float:
-    """Least process CPU time in seconds over ``repeats`` runs, after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
-
-
 def measure(args: argparse.Namespace) -> list[dict]:
     device = resolve_device(args.device)
     if args.clock == "cpu" and device.type != "cpu":
         raise SystemExit("--clock cpu times CPU work only; use --clock wall on an accelerator")
-    timer = best_cpu_time if args.clock == "cpu" else best_of
     model = build_model(args.arch, device).requires_grad_(False)
     image_size = open_clip.get_model_preprocess_cfg(model)["size"]
     image_hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -81,8 +67,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
     rows = []
     for prompts in args.prompts:  # the baseline is re-timed next to each row: shared CPUs drift
-        baseline = images / timer(args.repeats, encode_image)
-        throughput = images / timer(args.repeats, lambda: surgery_maps(prompts))
+        baseline = images / best_of(args.repeats, encode_image, args.clock)
+        throughput = images / best_of(args.repeats, lambda: surgery_maps(prompts), args.clock)
         rows.append({
             "arch": args.arch,
             "device": str(device),

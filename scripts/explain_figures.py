@@ -1,10 +1,9 @@
 """Overlays, multimodal prompt maps and segmentation figures (Snakemake script)."""
 
 import numpy as np
-import torch
 
 from cliplens.datasets import read_manifest
-from cliplens.embed import iterate_batches
+from cliplens.embed import load_pixels
 from cliplens.explain import ExplanationScores, explanation_transform, prompt_maps, square_masks
 from cliplens.explain_figures import overlay_grid, segmentation_figure
 from cliplens.models import load_model
@@ -19,7 +18,7 @@ with job_logging(snakemake.log[0], snakemake.threads):
     rows = manifest.loc[shown].reset_index()
     loaded = load_model(params.model)
     transform = explanation_transform(cfg["image_size"], cfg["resize_mode"])
-    pixels = torch.cat([p for _, p, _ in iterate_batches(rows, transform, cfg["image_size"], len(rows), 0, loaded.device)])
+    pixels = load_pixels(loaded, rows, shown, transform, cfg["image_size"])
     images = pixels.permute(0, 2, 3, 1).cpu().numpy()
 
     own = np.clip(rows["label_index"].to_numpy(), 0, None)  # unlabeled images show label 0

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 
 from cliplens.datasets import read_manifest
+from cliplens.embed import load_pixels
 from cliplens.decompose import ContributionStore
 from cliplens.interpret import contrastive_maps, plot_head_maps, topic_maps
 from cliplens.interpretation_job import (
     as_images, encode_texts, head_image_neighbour_rows, head_labels_from_frame, head_text_neighbour_rows,
-    head_token_terms, load_pixels, plot_neighbour_rows, property_neighbour_rows, query_heads, query_images,
+    head_token_terms, plot_neighbour_rows, property_neighbour_rows, query_heads, query_images,
 )
 from cliplens.models import load_model
 from cliplens.runtime import job_logging

@@ -150,3 +150,14 @@ def perturbed_views(
             arrays = (perturbed.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             views.update({(image_id, spec.severity): array for image_id, array in zip(ids, arrays)})
     return views
+
+
+def load_pixels(
+    loaded: LoadedModel, manifest: pd.DataFrame, ids: Sequence[str], transform: Callable | None = None, size: int | None = None
+) -> torch.Tensor:
+    """[0,1] pixels [n, 3, S, S] of the images ``ids`` (in that order) on the model's device, in one batch;
+    ``transform`` and ``size`` default to the model's own preprocessing."""
+    rows = manifest.set_index("image_id").loc[list(ids)].reset_index()
+    transform, size = transform or pixel_transform(loaded), size or loaded.image_size
+    batches = iterate_batches(rows, transform, size, max(len(rows), 1), 0, loaded.device)
+    return torch.cat([pixels for _, pixels, _ in batches])

@@ -18,7 +18,7 @@ from open_clip.transformer import VisionTransformer
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens import evaluate, surgery
-from cliplens.embed import iterate_batches, preprocess_without_normalize
+from cliplens.embed import iterate_batches, load_pixels, preprocess_without_normalize
 from cliplens.files import atomic_output
 from cliplens.gradcam import gradcam
 from cliplens.models import LoadedModel
@@ -222,8 +222,7 @@ def deletion_insertion_scores(
     The score is the cosine similarity between the modified image's embedding and the target text.
     """
     transform = explanation_transform(cfg["image_size"], cfg["resize_mode"])
-    ordered = rows.set_index("image_id").loc[explanations.image_ids].reset_index()
-    pixels = torch.cat([p for _, p, _ in iterate_batches(ordered, transform, cfg["image_size"], batch_size, 0, loaded.device)])
+    pixels = load_pixels(loaded, rows, explanations.image_ids, transform, cfg["image_size"])
     text = torch.from_numpy(explanations.text).to(loaded.device)
 
     def embed(batch: torch.Tensor) -> torch.Tensor:

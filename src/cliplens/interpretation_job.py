@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cliplens import interpret
 from cliplens.decompose import ARRAY_FIELDS, Contributions, ContributionStore, decompose, mean_ablation_tables, write_head_contributions
-from cliplens.embed import iterate_batches, pixel_transform
+from cliplens.embed import iterate_batches, load_pixels, pixel_transform
 from cliplens.explain import ExplanationScores, explanation_transform, square_masks
 from cliplens.explain_figures import segmentation_figure
 from cliplens.models import LoadedModel
@@ -119,8 +119,6 @@ def properties_file(path: str | None) -> Path:
 
 def encode_texts(loaded: LoadedModel, texts: Sequence[str], templates: str) -> np.ndarray:
     """Normalised, template-ensembled text embeddings [T, D] (``none``: each text as is)."""
-    if not len(texts):
-        return np.empty((0, loaded.embed_dim), np.float32)
     return encode_labels(loaded, texts, TEMPLATE_SETS[templates]).numpy()
 
 
@@ -325,15 +323,6 @@ def head_text_neighbour_rows(
         indices, scores = interpret.head_text_neighbours(store.head_matrix(layer, head), text_embeddings, k)
         parts.append(NeighbourRows([f"L{layer}.H{head}: {text}" for text in texts], indices, scores))
     return NeighbourRows.concatenate(parts, k, image_queries=False)
-
-
-def load_pixels(loaded: LoadedModel, manifest: pd.DataFrame, ids: Sequence[str], transform=None) -> torch.Tensor:
-    """[0,1] pixels [n, 3, S, S] of the images ``ids`` (in that order) on the model's device;
-    ``transform`` defaults to the model's own preprocessing."""
-    rows = manifest.set_index("image_id").loc[list(ids)].reset_index()
-    transform = transform or pixel_transform(loaded)
-    batches = iterate_batches(rows, transform, loaded.image_size, max(len(rows), 1), 0, loaded.device)
-    return torch.cat([pixels for _, pixels, _ in batches])
 
 
 def as_images(pixels: torch.Tensor) -> np.ndarray:
