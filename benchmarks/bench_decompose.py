@@ -22,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
 import torch
 
-from cliplens.decompose import decompose, write_head_contributions
+from cliplens.interpret.contributions import write_head_contributions
+from cliplens.interpret.decompose import decompose
 from cliplens.models import create_tiny_clip
 
 
@@ -75,8 +76,14 @@ def throughput_rows(model: torch.nn.Module, arch: str, batch: int, repeats: int)
     fastest = {name: values[0] for name, values in times.items()}
     return [
         {
-            "benchmark": "throughput", "arch": arch, "variant": name, "batch": batch, "n_images": batch,
-            "seconds_min": values[0], "seconds_median": values[len(values) // 2], "images_per_s": batch / values[0],
+            "benchmark": "throughput",
+            "arch": arch,
+            "variant": name,
+            "batch": batch,
+            "n_images": batch,
+            "seconds_min": values[0],
+            "seconds_median": values[len(values) // 2],
+            "images_per_s": batch / values[0],
             "cost_vs_encode": values[0] / fastest["encode_image"],
         }
         for name, values in times.items()
@@ -110,15 +117,34 @@ def child_memory(arch: str, n_images: int, batch: int) -> dict:
 def memory_rows(arch: str, sizes: list[int], batch: int, threads: int) -> list[dict]:
     rows = []
     for n_images in sizes:
-        command = [sys.executable, __file__, "--child-memory", str(n_images), "--arch", arch,
-                   "--batch-size", str(batch), "--threads", str(threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child-memory",
+            str(n_images),
+            "--arch",
+            arch,
+            "--batch-size",
+            str(batch),
+            "--threads",
+            str(threads),
+        ]
         # a fixed mmap threshold stops glibc from keeping freed batch buffers on its heap, which
         # otherwise makes RSS creep up to a plateau that has nothing to do with N
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
         completed = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         result = json.loads(completed.stdout.splitlines()[-1])
-        rows.append({"benchmark": "memory", "arch": arch, "variant": "write_head_contributions", "batch": batch,
-                     "n_images": n_images, **result, "peak_minus_before_mb": result["peak_rss_mb"] - result["rss_before_mb"]})
+        rows.append(
+            {
+                "benchmark": "memory",
+                "arch": arch,
+                "variant": "write_head_contributions",
+                "batch": batch,
+                "n_images": n_images,
+                **result,
+                "peak_minus_before_mb": result["peak_rss_mb"] - result["rss_before_mb"],
+            }
+        )
     return rows
 
 
@@ -144,7 +170,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     for benchmark, rows in table.groupby("benchmark", sort=False):
-        print(f"\n### {benchmark} ({args.arch}, {torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'})\n")
+        print(
+            f"\n### {benchmark} ({args.arch}, {torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'})\n"
+        )
         print(rows.dropna(axis=1, how="all").drop(columns=["benchmark"]).to_markdown(index=False, floatfmt=".3f"))
     print(f"\nCSV: {args.out}")
 

@@ -23,10 +23,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, hardware, write_table  # noqa: E402
 
 from cliplens.datasets import prepare  # noqa: E402
-from cliplens.embed import encode_pixels, extract_image_embeddings, iterate_batches, pixel_transform  # noqa: E402
-from cliplens.grid import CLEAN_SPEC, PerturbationSpec, apply_spec  # noqa: E402
-from cliplens.models import load_model  # noqa: E402
-from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema  # noqa: E402
+from cliplens.images import iterate_batches, pixel_transform
+from cliplens.io import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
+from cliplens.models import (
+    encode_pixels,
+    load_model,  # noqa: E402
+)
+from cliplens.perturbation.embedding import extract_image_embeddings
+from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec
 
 MODELS = {
     "tiny_random": {"arch": "cliplens-tiny-vit"},
@@ -39,9 +43,7 @@ def model_cfg(name: str, precision: str) -> dict:
     return {"name": name, "source": "random", "seed": 0, "device": "auto", "precision": precision, **MODELS[name]}
 
 
-def measure(
-    name: str, images: int, batch_size: int, workers: int, precision: str, repeats: int, family: str | None
-) -> dict:
+def measure(name: str, images: int, batch_size: int, workers: int, precision: str, repeats: int, family: str | None) -> dict:
     loaded = load_model(model_cfg(name, precision))
     spec = PerturbationSpec(family, 3, 0) if family else CLEAN_SPEC
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +65,16 @@ def measure(
                     ids = [f"image{i}" for i in range(len(batch))]
                     embeddings = encode_pixels(loaded, apply_spec(batch, ids, spec)).cpu().numpy()
                     n = len(embeddings)
-                    writer.write({"image_id": ["x"] * n, "label_index": [0] * n, "family": ["clean"] * n,
-                                  "severity": [0] * n, "seed": [0] * n}, embeddings)
+                    writer.write(
+                        {
+                            "image_id": ["x"] * n,
+                            "label_index": [0] * n,
+                            "family": ["clean"] * n,
+                            "severity": [0] * n,
+                            "seed": [0] * n,
+                        },
+                        embeddings,
+                    )
 
         def step_end_to_end():
             with EmbeddingWriter(Path(tmp) / "e2e.parquet", schema) as writer:

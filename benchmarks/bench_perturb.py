@@ -1,4 +1,4 @@
-"""Throughput of ``cliplens.perturb.perturb`` against the ``imagecorruptions`` package.
+"""Throughput of ``cliplens.perturbation.families.perturb`` against the ``imagecorruptions`` package.
 
 Both backends see the same 224x224 photos (scikit-image samples) at the same severities.
 ``perturb`` runs on whole batches (CPU, and CUDA when available); imagecorruptions runs one
@@ -23,7 +23,7 @@ from skimage.transform import resize
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CLOCKS, best_of, hardware, write_table  # noqa: E402
 
-from cliplens.perturb import FAMILIES, image_seeds, perturb  # noqa: E402
+from cliplens.perturbation.families import FAMILIES, image_seeds, perturb
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
 
@@ -77,16 +77,12 @@ def main() -> None:
         name = FAMILIES[family].imagecorruptions_name
         for severity in args.severities:
             reference = (
-                reference_rate(pixels[: args.reference_images], name, severity, args.repeats, args.clock)
-                if name
-                else None
+                reference_rate(pixels[: args.reference_images], name, severity, args.repeats, args.clock) if name else None
             )
             for device in devices:
                 images, image_masks = clean.to(device), masks.to(device)
                 seeds = image_seeds([str(i) for i in range(len(images))], family, severity, 0).to(device)
-                seconds = best_of(
-                    args.repeats, lambda: perturb(images, family, severity, seeds, masks=image_masks), args.clock
-                )
+                seconds = best_of(args.repeats, lambda: perturb(images, family, severity, seeds, masks=image_masks), args.clock)
                 rate = len(images) / seconds
                 rows.append(
                     {

@@ -4,7 +4,7 @@
         [--prompts 1 10 80] [--batch-size 32] [--batches 2] [--depth 6] [--render image|grid]
 
 Images/second for: `model.encode_image` on normalised batches in memory (the baseline), and
-`cliplens.surgery.explain` producing surgery maps for K prompts (K = 1: single-prompt form
+`cliplens.explain.surgery.explain` producing surgery maps for K prompts (K = 1: single-prompt form
 against the empty prompt; K > 1: label-set feature surgery), rendered at the image size
 (`--render image`) or left on the patch grid (`--render grid`). Text features are random unit
 vectors: texts are encoded once per run by the caller, so they are no part of the per-batch cost.
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, hardware, write_table  # noqa: E402
 
+from cliplens.explain.surgery import explain, image_tokens_and_grid
 from cliplens.models import TINY_ARCHS, autocast, create_tiny_clip, resolve_device  # noqa: E402
-from cliplens.surgery import explain, image_tokens_and_grid  # noqa: E402
 
 
 def build_model(arch: str, device: torch.device) -> torch.nn.Module:
@@ -69,20 +69,22 @@ def measure(args: argparse.Namespace) -> list[dict]:
     for prompts in args.prompts:  # the baseline is re-timed next to each row: shared CPUs drift
         baseline = images / best_of(args.repeats, encode_image, args.clock)
         throughput = images / best_of(args.repeats, lambda: surgery_maps(prompts), args.clock)
-        rows.append({
-            "arch": args.arch,
-            "device": str(device),
-            "precision": args.precision,
-            "clock": args.clock,
-            "batch_size": args.batch_size,
-            "image_size": "x".join(map(str, image_hw)),
-            "map_size": "x".join(map(str, out_hw)),
-            "prompts": prompts,
-            "feature_surgery": "single_prompt" if prompts == 1 else "label_set",
-            "encode_image_img_s": baseline,
-            "surgery_img_s": throughput,
-            "ratio": throughput / baseline,
-        })
+        rows.append(
+            {
+                "arch": args.arch,
+                "device": str(device),
+                "precision": args.precision,
+                "clock": args.clock,
+                "batch_size": args.batch_size,
+                "image_size": "x".join(map(str, image_hw)),
+                "map_size": "x".join(map(str, out_hw)),
+                "prompts": prompts,
+                "feature_surgery": "single_prompt" if prompts == 1 else "label_set",
+                "encode_image_img_s": baseline,
+                "surgery_img_s": throughput,
+                "ratio": throughput / baseline,
+            }
+        )
     return rows
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import hardware  # noqa: E402
 
+from cliplens.perturbation.families import FAMILIES
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = {
     "embedding vs bare forward": ["bench_embed.py", "--models", "tiny_random", "vit_b_32_random"],
@@ -35,7 +37,6 @@ GRID_FAMILIES = 20
 
 def large_grid() -> list[str]:
     """5 models x 20 families x 5 severities over a folder dataset (shards: images / 1000)."""
-    from cliplens.perturb import FAMILIES
 
     families = [name for name, family in FAMILIES.items() if not family.needs_mask][:GRID_FAMILIES]
     return [
@@ -62,8 +63,21 @@ def planning_time(out: Path, images: int) -> tuple[float, int]:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(images):
         (folder / f"{i:06d}.jpg").touch()
-    command = [sys.executable, "-m", "snakemake", "-n", "-q", "rules", "-s", str(ROOT / "Snakefile"),
-               "--directory", str(out / "grid_run"), "--config", *large_grid(), f"dataset__path={folder}"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "-q",
+        "rules",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(out / "grid_run"),
+        "--config",
+        *large_grid(),
+        f"dataset__path={folder}",
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
@@ -89,10 +103,18 @@ def main() -> None:
         code, seconds, peak = run_measured(command, out / f"{Path(script).stem}.log")
         summary.append({"benchmark": name, "exit_code": code, "seconds": round(seconds, 1), "peak_rss_mib": round(peak)})
         table = (out / f"{Path(script).stem}.log").read_text()
-        sections.append(f"## {name}\n\n`{' '.join(command[1:])}`\n\n{table[table.find('|'):].strip() if '|' in table else table[-2000:]}\n")
+        sections.append(
+            f"## {name}\n\n`{' '.join(command[1:])}`\n\n{table[table.find('|') :].strip() if '|' in table else table[-2000:]}\n"
+        )
     seconds, jobs = planning_time(out, args.grid_images)
-    summary.append({"benchmark": f"plan 5 models x {GRID_FAMILIES} families x 5 severities x {args.grid_images // 1000} shards ({jobs} jobs)", "exit_code": 0,
-                    "seconds": round(seconds, 1), "peak_rss_mib": ""})
+    summary.append(
+        {
+            "benchmark": f"plan 5 models x {GRID_FAMILIES} families x 5 severities x {args.grid_images // 1000} shards ({jobs} jobs)",
+            "exit_code": 0,
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": "",
+        }
+    )
     with open(out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
         writer.writeheader()

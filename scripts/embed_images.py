@@ -1,11 +1,11 @@
 """Embed one shard of a dataset under one perturbation family (Snakemake script)."""
 
 from cliplens.datasets import read_manifest, shard_rows
-from cliplens.embed import extract_image_embeddings
-from cliplens.grid import family_specs
+from cliplens.io import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
 from cliplens.models import load_model
+from cliplens.perturbation.embedding import extract_image_embeddings
+from cliplens.perturbation.grid import family_specs
 from cliplens.runtime import job_logging
-from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources

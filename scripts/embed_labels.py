@@ -1,10 +1,10 @@
 """Embed a dataset's label set with prompt-template ensembling (Snakemake script)."""
 
 from cliplens.datasets import read_manifest
+from cliplens.io import TEXT_FIELDS, EmbeddingWriter, embedding_schema
 from cliplens.models import load_model
-from cliplens.prompts import TEMPLATE_SETS, encode_labels
 from cliplens.runtime import job_logging
-from cliplens.store import TEXT_FIELDS, EmbeddingWriter, embedding_schema
+from cliplens.text import TEMPLATE_SETS, encode_labels
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params = snakemake.params

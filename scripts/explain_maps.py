@@ -1,7 +1,8 @@
 """Explanation maps (raw CLIP, CLIP Surgery, Grad-CAM) of a dataset's images x labels (Snakemake script)."""
 
 from cliplens.datasets import read_manifest
-from cliplens.explain import evaluation_rows, explanation_scores
+from cliplens.explain.methods import explanation_scores
+from cliplens.maps import evaluation_rows
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
 
@@ -14,4 +15,6 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         loaded, rows, manifest.attrs["label_names"], params.explain, resources.batch_size, resources.num_workers
     )
     explanations.save(snakemake.output[0], loaded.is_random)
-    log.info("maps of %d images x %d labels for %s", len(explanations.image_ids), len(explanations.labels), list(explanations.scores))
+    log.info(
+        "maps of %d images x %d labels for %s", len(explanations.image_ids), len(explanations.labels), list(explanations.scores)
+    )

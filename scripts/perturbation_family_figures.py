@@ -3,14 +3,10 @@
 import pandas as pd
 
 from cliplens.datasets import read_manifest
-from cliplens.drift import drift_trajectories
-from cliplens.embed import perturbed_views
-from cliplens.grid import CLEAN_SPEC, family_specs
-from cliplens.perturbation_figures import (
-    plot_drift_probabilities,
-    plot_drift_trajectories,
-    plot_susceptibility_gallery,
-)
+from cliplens.perturbation.drift import drift_trajectories
+from cliplens.perturbation.embedding import perturbed_views
+from cliplens.perturbation.figures import plot_drift_probabilities, plot_drift_trajectories, plot_susceptibility_gallery
+from cliplens.perturbation.grid import CLEAN_SPEC, family_specs
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
@@ -24,8 +20,13 @@ with job_logging(snakemake.log[0], snakemake.threads):
     specs = [CLEAN_SPEC] + family_specs(family, grid["severities"], grid["seeds"][:1], grid["params"])
     views = perturbed_views(shown, specs, params.image_size, grid["backend"])
     plot_susceptibility_gallery(
-        top, views, outputs.gallery, family=family, severities=[0, *sorted(grid["severities"])],
-        per_image=pd.read_parquet(inputs.per_image), **common,
+        top,
+        views,
+        outputs.gallery,
+        family=family,
+        severities=[0, *sorted(grid["severities"])],
+        per_image=pd.read_parquet(inputs.per_image),
+        **common,
     )
     drift = pd.read_parquet(inputs.drift[0])  # the first label set drives the figures
     images = manifest["image_id"].head(params.drift_images).tolist()

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cliplens.perturbation_figures import plot_drop_heatmaps, plot_severity_curves
+from cliplens.perturbation.figures import plot_drop_heatmaps, plot_severity_curves
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):

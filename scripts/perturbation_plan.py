@@ -1,8 +1,8 @@
 """Write the perturbation plan: one row per image x family x severity x seed (Snakemake script)."""
 
 from cliplens.datasets import read_manifest
-from cliplens.files import atomic_output
-from cliplens.grid import plan_table
+from cliplens.io import atomic_output
+from cliplens.perturbation.grid import plan_table
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:

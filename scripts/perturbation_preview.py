@@ -1,10 +1,10 @@
 """Preview one perturbation family: the first dataset image at every severity (Snakemake script)."""
 
 from cliplens.datasets import read_manifest
-from cliplens.embed import perturbed_views
-from cliplens.grid import CLEAN_SPEC, family_specs
-from cliplens.perturb import resolve_params
-from cliplens.perturbation_figures import plot_family_preview
+from cliplens.perturbation.embedding import perturbed_views
+from cliplens.perturbation.families import resolve_params
+from cliplens.perturbation.figures import plot_family_preview
+from cliplens.perturbation.grid import CLEAN_SPEC, family_specs
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):

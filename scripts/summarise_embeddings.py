@@ -5,10 +5,9 @@ import json
 import pandas as pd
 
 from cliplens.datasets import read_manifest
-from cliplens.files import atomic_output
+from cliplens.io import atomic_output, read_embeddings, read_provenance
+from cliplens.perturbation.summary import embedding_summary, summary_markdown
 from cliplens.runtime import job_logging
-from cliplens.store import read_embeddings, read_provenance
-from cliplens.summary import embedding_summary, summary_markdown
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     rows, embeddings = read_embeddings(list(snakemake.input.clean))

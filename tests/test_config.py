@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from cliplens.config import ConfigError, compose_config, num_shards, overrides_from_mapping
 from conftest import ROOT
+
+from cliplens.config import ConfigError, compose_config, overrides_from_mapping
+from cliplens.planning import num_shards
 
 CONFIG = ROOT / "config"
 
@@ -95,8 +96,12 @@ def test_folder_dataset_counts_images_for_sharding(tmp_path):
 def test_string_values_from_the_snakemake_command_line_are_typed_by_hydra():
     # Snakemake YAML-parses --config values with the base loader: scalars inside lists stay strings
     overrides = overrides_from_mapping(
-        {"model": "tiny_random", "model__trust_torchscript": "true", "explain__max_images": "8",
-         "perturbation__severities": ["1", "3"]}
+        {
+            "model": "tiny_random",
+            "model__trust_torchscript": "true",
+            "explain__max_images": "8",
+            "perturbation__severities": ["1", "3"],
+        }
     )
     cfg = compose_config(CONFIG, overrides)
     assert cfg["model"]["trust_torchscript"] is True

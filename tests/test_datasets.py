@@ -7,11 +7,11 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_dataset
 from PIL import Image
 
 from cliplens.datasets import prepare, read_manifest, shard_rows, write_manifest
 from cliplens.download import ChecksumError, download, safe_extract_zip, sha256_of
-from conftest import shared_dataset
 
 
 def _folder_cfg(path, labels_csv=None):

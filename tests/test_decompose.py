@@ -10,15 +10,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
-from cliplens.decompose import (
-    ContributionStore,
-    Contributions,
-    Term,
-    decompose,
-    mean_ablation_accuracy,
-    mean_ablation_tables,
-    write_head_contributions,
-)
+from cliplens.interpret.ablation import Term, mean_ablation_accuracy, mean_ablation_tables
+from cliplens.interpret.contributions import Contributions, ContributionStore, write_head_contributions
+from cliplens.interpret.decompose import decompose
 from cliplens.models import create_tiny_clip
 
 
@@ -82,8 +76,13 @@ def brute_force_terms(visual: torch.nn.Module, x: torch.Tensor) -> dict[str, tor
     """
     blocks = visual.transformer.resblocks
     recorded: dict = {}
-    handles = [block.register_forward_pre_hook(lambda _m, args, i=i: recorded.__setitem__(i, args[0])) for i, block in enumerate(blocks)]
-    handles += [block.mlp.register_forward_hook(lambda _m, _a, out, i=i: recorded.__setitem__(("mlp", i), out)) for i, block in enumerate(blocks)]
+    handles = [
+        block.register_forward_pre_hook(lambda _m, args, i=i: recorded.__setitem__(i, args[0])) for i, block in enumerate(blocks)
+    ]
+    handles += [
+        block.mlp.register_forward_hook(lambda _m, _a, out, i=i: recorded.__setitem__(("mlp", i), out))
+        for i, block in enumerate(blocks)
+    ]
     handles.append(visual.ln_pre.register_forward_hook(lambda _m, _a, out: recorded.__setitem__("embed", out)))
     handles.append(visual.ln_post.register_forward_pre_hook(lambda _m, args: recorded.__setitem__("final", args[0])))
     with torch.no_grad():
@@ -135,7 +134,9 @@ def test_terms_equal_brute_force_with_other_heads_zeroed(tiny_vit, layerscale_to
 def test_head_token_terms(tiny_vit, layerscale_tower):
     for model, x in towers(tiny_vit, layerscale_tower):
         result = decompose(model, x, tokens=True, last_layers=2)
-        torch.testing.assert_close(result.head_tokens.sum(dim=3), result.heads[:, list(result.token_layers)], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(
+            result.head_tokens.sum(dim=3), result.heads[:, list(result.token_layers)], atol=1e-6, rtol=1e-4
+        )
         # token terms of the last layer from the stock module's attention weights
         visual = getattr(model, "visual", model)
         block = visual.transformer.resblocks[-1]

@@ -8,11 +8,19 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from cliplens import surgery
-from cliplens.explain import ExplanationScores, explanation_scores, explanation_transform, label_features, mask_evaluation
+from cliplens.explain.methods import explanation_scores
+from cliplens.explain.surgery import explain
+from cliplens.images import square_transform
+from cliplens.maps import ExplanationScores, mask_evaluation
+from cliplens.text import label_features
 
-CFG = {"methods": ["raw", "surgery", "gradcam"], "surgery_depth": 2, "image_size": 224, "resize_mode": "squash",
-       "templates": "single"}
+CFG = {
+    "methods": ["raw", "surgery", "gradcam"],
+    "surgery_depth": 2,
+    "image_size": 224,
+    "resize_mode": "squash",
+    "templates": "single",
+}
 
 
 def _rows(tmp_path, count=3):
@@ -23,8 +31,9 @@ def _rows(tmp_path, count=3):
         path = tmp_path / f"{name}.png"
         Image.fromarray(getattr(skimage.data, name)()).save(path)
         paths.append(str(path))
-    return pd.DataFrame({"image_id": [p.split("/")[-1][:-4] for p in paths], "path": paths, "mask_path": None,
-                         "label_index": [0, 1, 2]})
+    return pd.DataFrame(
+        {"image_id": [p.split("/")[-1][:-4] for p in paths], "path": paths, "mask_path": None, "label_index": [0, 1, 2]}
+    )
 
 
 def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
@@ -34,12 +43,12 @@ def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
     stored.save(tmp_path / "maps.npz", random_weights=True)
     loaded_back = ExplanationScores.load(tmp_path / "maps.npz")
     assert loaded_back.image_ids == rows["image_id"].tolist() and loaded_back.labels == labels
-    transform = explanation_transform(224, "squash")
+    transform = square_transform(224, "squash")
     pixels = torch.stack([transform(Image.open(p).convert("RGB")) for p in rows["path"]])
     images = TF.normalize(pixels, tiny_loaded.mean, tiny_loaded.std)
     text, _ = label_features(tiny_loaded, labels, "single")
     for method in ("raw", "surgery"):
-        expected = surgery.explain(tiny_loaded.model, images, text, method=method, depth=2)
+        expected = explain(tiny_loaded.model, images, text, method=method, depth=2)
         pairs = loaded_back.pair_maps(method, [0, 1, 2, 2], [0, 1, 2, 0])
         # stored as float16 at patch level: rendering differs from float32 by float16 rounding only
         torch.testing.assert_close(pairs, expected[[0, 1, 2, 2], [0, 1, 2, 0]], atol=5e-3, rtol=0)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 
-from cliplens import evaluate, explain_figures, plotting
+from cliplens import plotting
+from cliplens.explain.figures import deletion_insertion_figure, overlay_grid, sanity_check_figure
+from cliplens.metrics import summarise
+from cliplens.plotting import segmentation_figure, summary_figure
 
 
 def overlay(path: Path, random_weights: bool) -> list[Path]:
     rng = np.random.default_rng(0)
     maps = {"raw CLIP": rng.random((2, 3, 24, 24)), "Surgery": rng.random((2, 3, 24, 24))}
-    return explain_figures.overlay_grid(
-        rng.random((2, 24, 24, 3)), maps, ["a dog", "a cat", "grass"], path, random_weights=random_weights
-    )
+    return overlay_grid(rng.random((2, 24, 24, 3)), maps, ["a dog", "a cat", "grass"], path, random_weights=random_weights)
 
 
 def segmentation(path: Path, random_weights: bool) -> list[Path]:
@@ -26,9 +27,13 @@ def segmentation(path: Path, random_weights: bool) -> list[Path]:
     prediction = rng.choice([1, 18, 193], size=(2, 20, 20))
     truth = rng.choice([0, 18, 193], size=(2, 20, 20))
     names = {0: "unlabeled", 1: "person", 18: "dog", 193: "grass-merged"}
-    return explain_figures.segmentation_figure(
-        rng.integers(0, 255, (2, 20, 20, 3), dtype=np.uint8), prediction, names, path,
-        ground_truth=truth, random_weights=random_weights,
+    return segmentation_figure(
+        rng.integers(0, 255, (2, 20, 20, 3), dtype=np.uint8),
+        prediction,
+        names,
+        path,
+        ground_truth=truth,
+        random_weights=random_weights,
     )
 
 
@@ -42,7 +47,7 @@ def summary(path: Path, random_weights: bool) -> list[Path]:
             "energy_in_mask": rng.random(20),
         }
     )
-    return explain_figures.summary_figure(evaluate.summarise(per_map, n_boot=100), path, random_weights=random_weights)
+    return summary_figure(summarise(per_map, n_boot=100), path, random_weights=random_weights)
 
 
 def deletion_insertion(path: Path, random_weights: bool) -> list[Path]:
@@ -52,7 +57,7 @@ def deletion_insertion(path: Path, random_weights: bool) -> list[Path]:
         label: {"fraction": fraction, "deletion": rng.random((4, 6)), "insertion": rng.random((4, 6))}
         for label in ("raw", "surgery")
     }
-    return explain_figures.deletion_insertion_figure(curves, path, random_weights=random_weights)
+    return deletion_insertion_figure(curves, path, random_weights=random_weights)
 
 
 def sanity_check(path: Path, random_weights: bool) -> list[Path]:
@@ -66,7 +71,7 @@ def sanity_check(path: Path, random_weights: bool) -> list[Path]:
             "ssim": rng.random(36),
         }
     )
-    return explain_figures.sanity_check_figure(similarity, path, random_weights=random_weights)
+    return sanity_check_figure(similarity, path, random_weights=random_weights)
 
 
 FIGURES: dict[str, Callable[[Path, bool], list[Path]]] = {

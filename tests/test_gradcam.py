@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cliplens.gradcam import gradcam
+from cliplens.explain.gradcam import gradcam
+from cliplens.explain.surgery import render_maps
 from cliplens.models import create_tiny_clip
-from cliplens.surgery import render_maps
 
 
 @pytest.fixture(scope="module", params=["vit", "resnet"])

@@ -7,29 +7,23 @@ import pandas as pd
 import pytest
 import torch
 
-from cliplens.decompose import Contributions, decompose, mean_ablation_tables
-from cliplens.interpret import (
-    HeadLabels,
-    PropertyEmbeddings,
-    contrastive_maps,
-    head_image_neighbours,
-    head_text_neighbours,
-    interpretability_metrics,
-    label_heads,
-    nearest_neighbours,
+from cliplens.interpret.ablation import mean_ablation_tables
+from cliplens.interpret.contributions import Contributions
+from cliplens.interpret.decompose import decompose
+from cliplens.interpret.figures import (
     plot_head_maps,
     plot_head_properties,
     plot_interpretability_metrics,
     plot_mean_ablation,
     plot_neighbours,
-    plot_segmentation,
     plot_textspan,
-    property_neighbours,
-    segment,
-    topic_maps,
-    zero_shot_segmentation,
 )
+from cliplens.interpret.labels import HeadLabels, PropertyEmbeddings, interpretability_metrics, label_heads
+from cliplens.interpret.neighbours import head_image_neighbours, head_text_neighbours, nearest_neighbours, property_neighbours
+from cliplens.interpret.token_maps import contrastive_maps, topic_maps, zero_shot_segmentation
+from cliplens.maps import upsample_maps
 from cliplens.models import create_tiny_clip
+from cliplens.plotting import segmentation_figure
 
 E = np.eye(4, dtype=np.float32)
 
@@ -58,7 +52,9 @@ def test_metrics_extremes_and_bootstrap():
     assert metric(shared, "consistency")["value"] == 1.0
     assert metric(shared, "property_disentanglement")["value"] == pytest.approx(0.0)  # both heads share colour
     mixed = interpretability_metrics(np.full((4, 2), 0.5), n_boot=100)
-    np.testing.assert_allclose(mixed.set_index("metric")[["value", "ci_low", "ci_high"]].loc["head_disentanglement"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        mixed.set_index("metric")[["value", "ci_low", "ci_high"]].loc["head_disentanglement"], 0.0, atol=1e-12
+    )
     rng = np.random.default_rng(0).dirichlet(np.ones(4), size=12)
     once, again = interpretability_metrics(rng, seed=1), interpretability_metrics(rng, seed=1)
     pd.testing.assert_frame_equal(once, again)
@@ -72,10 +68,15 @@ def properties_ab() -> PropertyEmbeddings:
 
 def test_label_heads_by_hand():
     pool = np.stack([E[0], E[1], E[0] + 0.1 * E[1], E[1] + 0.5 * E[3]])  # colour, shape, colour, shape
-    spans = pd.DataFrame({
-        "layer": [3, 3, 3, 3], "head": [0, 0, 1, 1], "rank": [0, 1, 0, 1],
-        "text_index": [0, 2, 0, 1], "variance_explained": [0.3, 0.1, 0.1, 0.3],
-    })
+    spans = pd.DataFrame(
+        {
+            "layer": [3, 3, 3, 3],
+            "head": [0, 0, 1, 1],
+            "rank": [0, 1, 0, 1],
+            "text_index": [0, 2, 0, 1],
+            "variance_explained": [0.3, 0.1, 0.1, 0.3],
+        }
+    )
     labels = label_heads(spans, pool, properties_ab())
     np.testing.assert_allclose(labels.distribution, [[1.0, 0.0], [0.25, 0.75]])
     assert labels.labels == ["colour", "shape"]
@@ -147,7 +148,7 @@ def test_zero_shot_segmentation(decomposition):
     last = zero_shot_segmentation(decomposition.head_tokens, classes, grid, mask=only_last)
     per_class_last = topic_maps(decomposition.head_tokens[:, 1:], classes, grid).sum(axis=(1, 2))
     np.testing.assert_allclose(last, per_class_last - per_class_last.mean(1, keepdims=True), atol=1e-6)
-    labels = segment(scores, (224, 224))
+    labels = upsample_maps(scores, (224, 224)).argmax(axis=1)
     assert labels.shape == (2, 224, 224) and labels.max() < 3
 
 
@@ -167,7 +168,7 @@ def test_plots_write_png_and_pdf(decomposition, tmp_path):
         plot_neighbours(rng.random((1, 2, 32, 32, 3)), np.array([[0.9, 0.8]]), tmp_path / "nn.png", query_images=image[None]),
         plot_neighbours(rng.random((1, 2, 32, 32, 3)), np.array([[0.9, 0.8]]), tmp_path / "tnn.png", query_titles=["a dog"]),
         plot_head_maps(image, maps, decomposition.token_layers, "topic", tmp_path / "maps.png", diverging=True),
-        plot_segmentation(image, rng.integers(0, 3, (224, 224)), ["a", "b", "c"], tmp_path / "seg.png"),
+        segmentation_figure(image[None], rng.integers(0, 3, (1, 224, 224)), {0: "a", 1: "b", 2: "c"}, tmp_path / "seg.png"),
     ]
     for paths in written:
         assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)

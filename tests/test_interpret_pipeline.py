@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from cliplens.config import ConfigError, compose_config
-from cliplens.decompose import write_head_contributions
-from cliplens.interpretation_job import NO_LABELS, ablation_table, decomposable, interpret_figure_names, query_map_names
 from conftest import ROOT, shared_dataset
 from test_pipeline import snakemake
+
+from cliplens.config import ConfigError, compose_config
+from cliplens.interpret.ablation import NO_LABELS, ablation_table
+from cliplens.interpret.contributions import write_head_contributions
+from cliplens.planning import decomposable, interpret_figure_names, query_map_names
 
 SMALL = [
     "model=tiny_random",
@@ -89,8 +90,14 @@ def test_every_figure_is_written_as_png_and_pdf(interpret_run):
 @pytest.mark.slow
 def test_decomposition_segmentation_on_coco128_masks(tmp_path):
     mirror = shared_dataset("coco128")
-    config = ["model=tiny_random", "dataset=coco128", f"dataset__mirror={mirror}", "interpret__max_images=4",
-              "interpret__n_boot=50", "embedding__templates=single"]
+    config = [
+        "model=tiny_random",
+        "dataset=coco128",
+        f"dataset__mirror={mirror}",
+        "interpret__max_images=4",
+        "interpret__n_boot=50",
+        "embedding__templates=single",
+    ]
     target = f"{FIGURES.format(dataset='coco128')}/segmentation_evaluation.png"
     snakemake(tmp_path, "--cores", "2", target, config=config)
     results = tmp_path / RESULTS.format(dataset="coco128") / "segmentation"

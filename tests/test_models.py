@@ -11,15 +11,16 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from cliplens.embed import encode_pixels, pixel_transform
+from cliplens.images import pixel_transform
 from cliplens.models import (
     WeightsUnavailableError,
     build_module,
     create_tiny_clip,
+    encode_pixels,
     ensure_weights,
     save_checkpoint,
 )
-from cliplens.prompts import encode_prompts
+from cliplens.text import encode_prompts
 
 
 def _photos():
@@ -49,8 +50,12 @@ def test_checkpoint_formats_load_identical_embeddings(tmp_path, tiny_model_cfg, 
     tokens = open_clip.get_tokenizer("cliplens-tiny-vit")(["a cat", "a rocket"])
     with torch.no_grad():
         tolerance = 0 if fmt == "open_clip" else 5e-3  # OpenAI format stores fp16 weights
-        torch.testing.assert_close(module.encode_image(images), _fp16_roundtrip(reference, fmt).encode_image(images), atol=tolerance, rtol=0)
-        torch.testing.assert_close(module.encode_text(tokens), _fp16_roundtrip(reference, fmt).encode_text(tokens), atol=tolerance, rtol=0)
+        torch.testing.assert_close(
+            module.encode_image(images), _fp16_roundtrip(reference, fmt).encode_image(images), atol=tolerance, rtol=0
+        )
+        torch.testing.assert_close(
+            module.encode_text(tokens), _fp16_roundtrip(reference, fmt).encode_text(tokens), atol=tolerance, rtol=0
+        )
 
 
 def _fp16_roundtrip(model, fmt):

@@ -1,4 +1,4 @@
-"""Tests of cliplens.perturb on real photos (scikit-image samples at 224 px)."""
+"""Tests of cliplens.perturbation.families on real photos (scikit-image samples at 224 px)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from skimage import data
 from skimage.transform import resize
 
-from cliplens import perturb as P
-from cliplens.perturb import FAMILIES, image_seeds, perturb, perturb_imagecorruptions, resolve_params
+import cliplens.perturbation.families as P
+from cliplens.perturbation.families import FAMILIES, image_seeds, perturb, perturb_imagecorruptions, resolve_params
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {
@@ -75,6 +75,7 @@ def coordinate_ramps(batch: int, height: int, width: int) -> torch.Tensor:
 
 def gradient_mse(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """Per-image MSE between the finite-difference gradients of two batches (change of detail)."""
+
     def gradients(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
 

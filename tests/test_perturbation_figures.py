@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cliplens import drift, perturbation_figures as figures, stats
+from cliplens.perturbation import figures
+from cliplens.perturbation.drift import drift_distributions, drift_table, drift_trajectories
+from cliplens.perturbation.statistics import aggregate, per_image_metrics, susceptibility, top_k
 from cliplens.plotting import RANDOM_WEIGHTS_NOTE
 
 FAMILIES = ["blur", "noise"]
@@ -29,21 +31,22 @@ def tables() -> dict:
             embeddings.append(clean[i])
             for family_index, family in enumerate(FAMILIES):
                 for severity in SEVERITIES:
-                    rows.append(dict(model=model, image_id=f"img{i}", label_index=i % 4, family=family,
-                                     severity=severity, seed=0))
+                    rows.append(
+                        dict(model=model, image_id=f"img{i}", label_index=i % 4, family=family, severity=severity, seed=0)
+                    )
                     shift = severity * (1 + family_index + model_index) * rng.normal(size=6)
                     embeddings.append(clean[i] + shift)
     records = pd.DataFrame(rows)
     embeddings = np.asarray(embeddings, dtype=np.float32)
-    per_image = stats.per_image_metrics(records, embeddings, text.astype(np.float32), 100.0)
-    probs = drift.drift_distributions(embeddings, rng.normal(size=(3, 6)), 20.0)
-    drift_table = drift.drift_table(records, probs, DRIFT_LABELS)
+    per_image = per_image_metrics(records, embeddings, text.astype(np.float32), 100.0)
+    probs = drift_distributions(embeddings, rng.normal(size=(3, 6)), 20.0)
+    drift_rows = drift_table(records, probs, DRIFT_LABELS)
     return {
         "per_image": per_image,
-        "aggregate": stats.aggregate(per_image, n_boot=100),
-        "top": stats.top_k(stats.susceptibility(per_image), 2),
-        "drift": drift_table,
-        "trajectories": drift.drift_trajectories(drift_table[drift_table["model"] == "RN50"]),
+        "aggregate": aggregate(per_image, n_boot=100),
+        "top": top_k(susceptibility(per_image), 2),
+        "drift": drift_rows,
+        "trajectories": drift_trajectories(drift_rows[drift_rows["model"] == "RN50"]),
     }
 
 
@@ -62,24 +65,30 @@ def _figures(tables: dict, tmp_path: Path, random_weights: bool) -> dict:
     images = {(f"img{i}", s): np.full((8, 8, 3), s / 3) for i in range(8) for s in [0, *SEVERITIES]}
     common = dict(dataset="toyset", random_weights=random_weights)
     return {
-        "heatmaps": figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "heatmaps.png", model="RN50",
-                                               **common),
-        "curves": figures.plot_severity_curves(tables["aggregate"], "alignment", tmp_path / "curves.png",
-                                               model="RN50", **common),
+        "heatmaps": figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "heatmaps.png", model="RN50", **common),
+        "curves": figures.plot_severity_curves(tables["aggregate"], "alignment", tmp_path / "curves.png", model="RN50", **common),
         "models": figures.plot_model_comparison(tables["aggregate"], "top1", tmp_path / "models.png", **common),
         "gallery": figures.plot_susceptibility_gallery(
-            tables["top"], images, tmp_path / "gallery.png", family="noise", severities=[0, *SEVERITIES],
-            model="RN50", per_image=tables["per_image"], **common),
-        "drift": figures.plot_drift_probabilities(tables["drift"], ["img0", "img1"], tmp_path / "drift.png",
-                                                  family="noise", model="RN50", **common),
-        "trajectories": figures.plot_drift_trajectories(tables["trajectories"], ["img0", "img1"],
-                                                        tmp_path / "trajectories.png", family="noise", **common),
+            tables["top"],
+            images,
+            tmp_path / "gallery.png",
+            family="noise",
+            severities=[0, *SEVERITIES],
+            model="RN50",
+            per_image=tables["per_image"],
+            **common,
+        ),
+        "drift": figures.plot_drift_probabilities(
+            tables["drift"], ["img0", "img1"], tmp_path / "drift.png", family="noise", model="RN50", **common
+        ),
+        "trajectories": figures.plot_drift_trajectories(
+            tables["trajectories"], ["img0", "img1"], tmp_path / "trajectories.png", family="noise", **common
+        ),
     }
 
 
 @pytest.mark.parametrize("random_weights", [True, False])
-def test_every_figure_writes_png_and_pdf_with_title_and_stamp(tables: dict, tmp_path: Path,
-                                                              random_weights: bool) -> None:
+def test_every_figure_writes_png_and_pdf_with_title_and_stamp(tables: dict, tmp_path: Path, random_weights: bool) -> None:
     for name, fig in _figures(tables, tmp_path, random_weights).items():
         _assert_written(tmp_path / f"{name}.png")
         texts = _texts(fig)
@@ -89,8 +98,9 @@ def test_every_figure_writes_png_and_pdf_with_title_and_stamp(tables: dict, tmp_
 
 
 def test_heatmaps_show_the_aggregate_values(tables: dict, tmp_path: Path) -> None:
-    fig = figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "h.png", dataset="toyset",
-                                     random_weights=False, model="ViT-B-32")
+    fig = figures.plot_drop_heatmaps(
+        tables["aggregate"], tmp_path / "h.png", dataset="toyset", random_weights=False, model="ViT-B-32"
+    )
     rows = tables["aggregate"].query("model == 'ViT-B-32' and family != 'clean'")
     accuracy = rows.pivot(index="family", columns="severity", values="top1_drop_mean").loc[FAMILIES]
     similarity = 1 - rows.pivot(index="family", columns="severity", values="self_similarity_mean").loc[FAMILIES]
@@ -100,8 +110,9 @@ def test_heatmaps_show_the_aggregate_values(tables: dict, tmp_path: Path) -> Non
 
 
 def test_severity_curves_start_at_clean(tables: dict, tmp_path: Path) -> None:
-    fig = figures.plot_severity_curves(tables["aggregate"], "self_similarity", tmp_path / "c.png",
-                                       dataset="toyset", random_weights=False, model="RN50")
+    fig = figures.plot_severity_curves(
+        tables["aggregate"], "self_similarity", tmp_path / "c.png", dataset="toyset", random_weights=False, model="RN50"
+    )
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == FAMILIES
     for line in lines:
@@ -116,9 +127,16 @@ def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Pa
         requested.append((image_id, severity))
         return np.zeros((4, 4, 3))
 
-    fig = figures.plot_susceptibility_gallery(tables["top"], render, tmp_path / "g.png", family="blur",
-                                              severities=[0, 3], dataset="toyset", random_weights=False,
-                                              model="ViT-B-32")
+    fig = figures.plot_susceptibility_gallery(
+        tables["top"],
+        render,
+        tmp_path / "g.png",
+        family="blur",
+        severities=[0, 3],
+        dataset="toyset",
+        random_weights=False,
+        model="ViT-B-32",
+    )
     chosen = tables["top"].query("model == 'ViT-B-32' and family == 'blur'")
     assert sorted(requested) == sorted((i, s) for i in chosen["image_id"] for s in [0, 3])
     assert len(fig.axes) == 2 * len(chosen)

@@ -12,14 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT
 from PIL import Image
 
-from cliplens.store import read_embeddings, read_provenance
-from conftest import ROOT
+from cliplens.io import read_embeddings, read_provenance
+from cliplens.perturbation.families import FAMILIES
 
 pytestmark = pytest.mark.slow
 
-SMOKE = ["model=tiny_random", "perturbation=smoke", "stats__n_boot=50", "explain__max_images=6", "interpret__n_boot=50", "interpret__max_images=8"]
+SMOKE = [
+    "model=tiny_random",
+    "perturbation=smoke",
+    "stats__n_boot=50",
+    "explain__max_images=6",
+    "interpret__n_boot=50",
+    "interpret__max_images=8",
+]
 
 
 def snakemake(workdir: Path, *args: str, config: list[str] = (), check: bool = True) -> subprocess.CompletedProcess:
@@ -73,7 +81,6 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
     smoke = yaml.safe_load((ROOT / "config/perturbation/smoke.yaml").read_text())
     changed, *others = list(smoke["families"])
     assert others, "the smoke grid needs two families for this test"
-    from cliplens.perturb import FAMILIES
 
     param, values = next(iter(FAMILIES[changed].params.items()))
     edited = [round(v * 0.9, 6) if isinstance(v, float) else v for v in values]
@@ -86,13 +93,32 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
     assert {rule for rule, _ in jobs} >= {"embed_images", "perturbation_stats"}
     assert "prepare_dataset" not in {rule for rule, _ in jobs}
 
-    stats_only = planned_jobs(snakemake(smoke_run, "-n", config=[c for c in SMOKE if not c.startswith("stats")] + ["stats__n_boot=60"]).stdout)
+    stats_only = planned_jobs(
+        snakemake(smoke_run, "-n", config=[c for c in SMOKE if not c.startswith("stats")] + ["stats__n_boot=60"]).stdout
+    )
     assert "embed_images" not in {rule for rule, _ in stats_only}
     assert "perturbation_stats" in {rule for rule, _ in stats_only}
 
     # batch size is a resource: only the record of the resolved config is rewritten
-    resources_only = planned_jobs(snakemake(smoke_run, "-n", config=SMOKE + ["compute__batch_size=7"]).stdout)
-    assert {rule for rule, _ in resources_only} <= {"resolved_config", "all"}
+    resources_only = planned_jobs(
+        snakemake(smoke_run, "-n", config=SMOKE + ["compute__batch_size=7", "compute__num_workers=0"]).stdout
+    )
+    assert {rule for rule, _ in resources_only} <= {"all"}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("explain__prompts=[a dog,the sea]", {"explain_prompt_maps"}),
+        ("explain__figure_images=2", {"explain_figures", "explain_prompt_maps"}),
+        ("explain__evaluation__n_boot=60", {"explain_evaluation"}),
+        ("explain__sanity_check__images=2", {"explain_sanity_check"}),
+        ("interpret__neighbours_k=3", {"interpret_queries"}),
+    ],
+)
+def test_each_rule_sees_only_the_keys_it_reads(smoke_run, override, expected):
+    jobs = planned_jobs(snakemake(smoke_run, "-n", config=SMOKE + [override]).stdout)
+    assert {rule for rule, _ in jobs} - {"resolved_config", "all"} == expected
 
 
 def test_report_is_self_contained_html(smoke_run):

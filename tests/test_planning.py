@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
+from cliplens.perturbation.families import FAMILIES
 
 NUM_IMAGES = 50_000
 
@@ -53,7 +54,6 @@ def test_folder_dataset_plans_one_embedding_job_per_family_and_shard(image_folde
 
 @pytest.mark.slow
 def test_large_grid_plans_in_bounded_time(image_folder, tmp_path):
-    from cliplens.perturb import FAMILIES
 
     default = yaml.safe_load((ROOT / "config" / "perturbation" / "default.yaml").read_text())
     extra = [name for name, family in FAMILIES.items() if name not in default["families"] and not family.needs_mask]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 PROFILE = ROOT / "profiles" / "slurm"
@@ -112,4 +111,6 @@ def test_workflow_runs_through_the_slurm_plugin(tmp_path):
     # The workstation's gpu=1 limit (profiles/default, scope local) must not serialise cluster jobs.
     gpu_jobs = [call for call in submitted if rules[call["job"]] in GPU_RULES]
     spans = [(call["time"], (state / "jobs" / f"{call['job']}.rc").stat().st_mtime) for call in gpu_jobs]
-    assert any(start_b < end_a and start_a < end_b for i, (start_a, end_a) in enumerate(spans) for start_b, end_b in spans[i + 1 :])
+    assert any(
+        start_b < end_a and start_a < end_b for i, (start_a, end_a) in enumerate(spans) for start_b, end_b in spans[i + 1 :]
+    )

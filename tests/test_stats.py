@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cliplens import stats
+from cliplens.metrics import bootstrap_mean_ci
+from cliplens.perturbation import statistics
+from cliplens.perturbation.statistics import METRICS, aggregate, holm_adjust, per_image_metrics, susceptibility, top_k
 
 TEXT = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
 SCALE = 10.0
@@ -14,13 +16,15 @@ SCALE = 10.0
 
 def _records() -> tuple[pd.DataFrame, np.ndarray]:
     """Images a (label 0), b (label 1), c (unlabeled): clean + blur severity 1, D = 2."""
-    records = pd.DataFrame({
-        "image_id": ["a", "a", "b", "b", "c", "c"],
-        "label_index": [0, 0, 1, 1, -1, -1],
-        "family": ["clean", "blur"] * 3,
-        "severity": [0, 1] * 3,
-        "seed": 0,
-    })
+    records = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "b", "b", "c", "c"],
+            "label_index": [0, 0, 1, 1, -1, -1],
+            "family": ["clean", "blur"] * 3,
+            "severity": [0, 1] * 3,
+            "seed": 0,
+        }
+    )
     embeddings = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.8, -0.6], [1, 0], [0, 1]], dtype=np.float32)
     return records, embeddings
 
@@ -31,7 +35,7 @@ def _softmax_prob(logits: list[float], index: int) -> float:
 
 def test_per_image_metrics_match_hand_values() -> None:
     records, embeddings = _records()
-    out = stats.per_image_metrics(records, embeddings, TEXT, SCALE)
+    out = per_image_metrics(records, embeddings, TEXT, SCALE)
     # a/blur: cosines to the labels (0.6, 0.8, -0.6); b/blur: (0.8, -0.6, -0.8)
     np.testing.assert_allclose(out["self_similarity"], [1, 0.6, 1, -0.6, 1, 0], atol=1e-6)
     np.testing.assert_allclose(out["alignment"][:4], [1, 0.6, 1, -0.6], atol=1e-6)
@@ -41,15 +45,19 @@ def test_per_image_metrics_match_hand_values() -> None:
     assert out["top1"][:4].tolist() == [True, False, True, False]
     assert out["top5"][:4].tolist() == [True, True, True, True]
     np.testing.assert_allclose(out["margin"][:4], [10, -2, 10, -14], atol=1e-4)
-    expected_prob = [_softmax_prob([10, 0, -10], 0), _softmax_prob([6, 8, -6], 0),
-                     _softmax_prob([0, 10, 0], 1), _softmax_prob([8, -6, -8], 1)]
+    expected_prob = [
+        _softmax_prob([10, 0, -10], 0),
+        _softmax_prob([6, 8, -6], 0),
+        _softmax_prob([0, 10, 0], 1),
+        _softmax_prob([8, -6, -8], 1),
+    ]
     np.testing.assert_allclose(out["true_prob"][:4], expected_prob, rtol=1e-5)
     assert out["prediction"].tolist() == [0, 1, 1, 0, 0, 1]
 
 
 def test_unlabeled_rows_get_missing_label_metrics() -> None:
     records, embeddings = _records()
-    unlabeled = stats.per_image_metrics(records, embeddings, TEXT, SCALE).iloc[4:]
+    unlabeled = per_image_metrics(records, embeddings, TEXT, SCALE).iloc[4:]
     for column in ("alignment", "alignment_clean", "alignment_change", "margin", "true_prob"):
         assert unlabeled[column].isna().all(), column
     for column in ("rank", "top1", "top5"):
@@ -59,7 +67,7 @@ def test_unlabeled_rows_get_missing_label_metrics() -> None:
 
 def test_rank_ties_favour_the_true_label_and_unnormalised_inputs_are_normalised() -> None:
     records = pd.DataFrame({"image_id": ["a"], "label_index": [1], "family": ["clean"], "severity": [0], "seed": [0]})
-    out = stats.per_image_metrics(records, np.array([[3.0, 3.0]], np.float32), TEXT, SCALE)
+    out = per_image_metrics(records, np.array([[3.0, 3.0]], np.float32), TEXT, SCALE)
     assert out["rank"].tolist() == [1] and out["top1"].tolist() == [True]
     np.testing.assert_allclose(out["alignment"], [np.sqrt(0.5)], rtol=1e-6)
     np.testing.assert_allclose(out["margin"], [0.0], atol=1e-5)
@@ -67,9 +75,9 @@ def test_rank_ties_favour_the_true_label_and_unnormalised_inputs_are_normalised(
 
 def test_chunked_computation_equals_single_block(monkeypatch: pytest.MonkeyPatch) -> None:
     records, embeddings = _records()
-    whole = stats.per_image_metrics(records, embeddings, TEXT, SCALE)
-    monkeypatch.setattr(stats, "_ROW_CHUNK", 4)
-    pd.testing.assert_frame_equal(stats.per_image_metrics(records, embeddings, TEXT, SCALE), whole)
+    whole = per_image_metrics(records, embeddings, TEXT, SCALE)
+    monkeypatch.setattr(statistics, "_ROW_CHUNK", 4)
+    pd.testing.assert_frame_equal(per_image_metrics(records, embeddings, TEXT, SCALE), whole)
 
 
 def test_clean_row_is_matched_per_model() -> None:
@@ -77,7 +85,7 @@ def test_clean_row_is_matched_per_model() -> None:
     both = pd.concat([records.assign(model="m1"), records.assign(model="m2")], ignore_index=True)
     second = embeddings.copy()
     second[0] = [0.6, 0.8]  # m2's clean embedding of image a equals its blurred one
-    out = stats.per_image_metrics(both, np.concatenate([embeddings, second]), TEXT, SCALE)
+    out = per_image_metrics(both, np.concatenate([embeddings, second]), TEXT, SCALE)
     np.testing.assert_allclose(out.loc[out["model"] == "m1", "self_similarity"].iloc[1], 0.6, atol=1e-6)
     np.testing.assert_allclose(out.loc[out["model"] == "m2", "self_similarity"].iloc[1], 1.0, atol=1e-6)
 
@@ -85,30 +93,30 @@ def test_clean_row_is_matched_per_model() -> None:
 def test_missing_or_duplicate_clean_rows_are_rejected() -> None:
     records, embeddings = _records()
     with pytest.raises(ValueError, match="no clean row"):
-        stats.per_image_metrics(records.iloc[1:], embeddings[1:], TEXT, SCALE)
+        per_image_metrics(records.iloc[1:], embeddings[1:], TEXT, SCALE)
     doubled = pd.concat([records, records.iloc[[0]]], ignore_index=True)
     with pytest.raises(ValueError, match="more than one clean row"):
-        stats.per_image_metrics(doubled, np.concatenate([embeddings, embeddings[:1]]), TEXT, SCALE)
+        per_image_metrics(doubled, np.concatenate([embeddings, embeddings[:1]]), TEXT, SCALE)
 
 
 def test_holm_matches_hand_example() -> None:
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
-    np.testing.assert_allclose(stats.holm_adjust(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(stats.holm_adjust(np.array([0.01, np.nan, 0.04])), [0.02, np.nan, 0.04])
-    np.testing.assert_allclose(stats.holm_adjust(np.array([0.5, 0.6])), [1.0, 1.0])
-    assert np.isnan(stats.holm_adjust(np.array([np.nan]))).all()
-    assert stats.holm_adjust(np.array([0.2])).tolist() == [0.2]
+    np.testing.assert_allclose(holm_adjust(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm_adjust(np.array([0.01, np.nan, 0.04])), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(holm_adjust(np.array([0.5, 0.6])), [1.0, 1.0])
+    assert np.isnan(holm_adjust(np.array([np.nan]))).all()
+    assert holm_adjust(np.array([0.2])).tolist() == [0.2]
 
 
 def test_bootstrap_ci_contains_mean_shrinks_with_n_and_is_reproducible() -> None:
     rng = np.random.default_rng(1)
     small, large = rng.normal(size=(20, 1)), rng.normal(size=(2000, 1))
-    low_s, high_s = stats.bootstrap_mean_ci(small, 1000, np.random.default_rng(0))
-    low_l, high_l = stats.bootstrap_mean_ci(large, 1000, np.random.default_rng(0))
+    low_s, high_s = bootstrap_mean_ci(small, 1000, np.random.default_rng(0))
+    low_l, high_l = bootstrap_mean_ci(large, 1000, np.random.default_rng(0))
     assert low_s[0] < small.mean() < high_s[0]
     assert low_l[0] < large.mean() < high_l[0]
     assert (high_l - low_l)[0] < (high_s - low_s)[0] / 4  # ~ 1 / sqrt(100)
-    again = stats.bootstrap_mean_ci(small, 1000, np.random.default_rng(0))
+    again = bootstrap_mean_ci(small, 1000, np.random.default_rng(0))
     np.testing.assert_array_equal(again[0], low_s)
     # theoretical 95% half-width of the mean is 1.96 / sqrt(n)
     assert (high_l - low_l)[0] == pytest.approx(2 * 1.96 / np.sqrt(2000), rel=0.15)
@@ -116,7 +124,7 @@ def test_bootstrap_ci_contains_mean_shrinks_with_n_and_is_reproducible() -> None
 
 def test_bootstrap_ci_handles_constants_missing_values_and_tiny_samples() -> None:
     values = np.array([[1.0, np.nan, 2.0], [1.0, np.nan, np.nan], [1.0, 5.0, np.nan], [1.0, 7.0, np.nan]])
-    low, high = stats.bootstrap_mean_ci(values, 200, np.random.default_rng(0))
+    low, high = bootstrap_mean_ci(values, 200, np.random.default_rng(0))
     assert (low[0], high[0]) == (1.0, 1.0)
     assert 5.0 <= low[1] <= high[1] <= 7.0
     assert np.isnan(low[2]) and np.isnan(high[2])
@@ -132,8 +140,7 @@ def _per_image(changes: dict[str, list[float]], seeds: int = 1) -> pd.DataFrame:
         for i, change in enumerate(values):
             for seed in range(seeds):
                 rows.append(dict(image_id=f"i{i}", family=family, severity=1, seed=seed, alignment=0.5 + change))
-    table = pd.DataFrame(rows).assign(label_index=0, self_similarity=0.9, alignment_clean=0.5, rank=1,
-                                      margin=1.0, true_prob=0.6)
+    table = pd.DataFrame(rows).assign(label_index=0, self_similarity=0.9, alignment_clean=0.5, rank=1, margin=1.0, true_prob=0.6)
     table["alignment_change"] = table["alignment"] - 0.5
     table["rank"] = np.where(table["alignment"] < 0.4, 2, 1)
     table["top1"] = table["rank"] == 1
@@ -148,7 +155,7 @@ def test_aggregate_wilcoxon_holm_and_degenerate_cases() -> None:
         "flat": [0.0] * 8,
         "tiny": [0.1, 0.2, 0.3],
     }
-    table = stats.aggregate(_per_image(changes), n_boot=200).set_index("family")
+    table = aggregate(_per_image(changes), n_boot=200).set_index("family")
     assert table.loc["blur", "wilcoxon_p"] == pytest.approx(2 / 256)
     assert table.loc["fog", "wilcoxon_p"] == pytest.approx(2 / 128)
     # Holm over the two valid tests: 2 x 0.0078125 = 0.015625, then max(0.015625, 0.015625)
@@ -164,7 +171,7 @@ def test_aggregate_means_accuracy_drop_and_seed_averaging() -> None:
     per_image = _per_image({"blur": [-0.2, 0.0, 0.0, 0.1]}, seeds=2)
     # image i1 seed 1 loses its top-1 prediction: per-image top1 of i1 is the seed mean 0.5
     per_image.loc[(per_image["image_id"] == "i1") & (per_image["seed"] == 1), ["rank", "top1"]] = [3, False]
-    table = stats.aggregate(per_image, n_boot=500).set_index("family")
+    table = aggregate(per_image, n_boot=500).set_index("family")
     blur = table.loc["blur"]
     assert blur["n_rows"] == 8 and blur["n_images"] == 4 and blur["n_labeled"] == 4
     assert blur["alignment_mean"] == pytest.approx(0.5 + (-0.2 + 0.1) / 4)
@@ -173,22 +180,28 @@ def test_aggregate_means_accuracy_drop_and_seed_averaging() -> None:
     assert blur["top1_drop_mean"] == pytest.approx(1 - 0.625)
     assert blur["rank_mean"] == pytest.approx((2 + 2 + 1 + 1) / 4)
     assert table.loc["clean", "top1_mean"] == 1.0 and table.loc["clean", "top1_drop_mean"] == 0.0
-    for metric in stats.METRICS:
+    for metric in METRICS:
         low, mean, high = (blur[f"{metric}_{part}"] for part in ("ci_low", "mean", "ci_high"))
         assert low <= mean + 1e-12 and mean <= high + 1e-12, metric
 
 
 def test_aggregate_groups_per_model_and_is_seeded() -> None:
-    per_image = pd.concat([_per_image({"blur": [-0.1] * 6}).assign(model="m1"),
-                           _per_image({"blur": [0.1, 0.2] * 3}).assign(model="m2")], ignore_index=True)
-    table = stats.aggregate(per_image, n_boot=100, seed=3)
+    per_image = pd.concat(
+        [_per_image({"blur": [-0.1] * 6}).assign(model="m1"), _per_image({"blur": [0.1, 0.2] * 3}).assign(model="m2")],
+        ignore_index=True,
+    )
+    table = aggregate(per_image, n_boot=100, seed=3)
     assert list(table[["model", "family"]].itertuples(index=False, name=None)) == [
-        ("m1", "clean"), ("m1", "blur"), ("m2", "clean"), ("m2", "blur")]
+        ("m1", "clean"),
+        ("m1", "blur"),
+        ("m2", "clean"),
+        ("m2", "blur"),
+    ]
     # per model, blur is the only valid test of severity 1, so Holm leaves its p unchanged
     blur = table[table["family"] == "blur"]
     np.testing.assert_allclose(blur["wilcoxon_p_holm"], blur["wilcoxon_p"])
-    pd.testing.assert_frame_equal(table, stats.aggregate(per_image, n_boot=100, seed=3))
-    assert not table.equals(stats.aggregate(per_image, n_boot=100, seed=4))
+    pd.testing.assert_frame_equal(table, aggregate(per_image, n_boot=100, seed=3))
+    assert not table.equals(aggregate(per_image, n_boot=100, seed=4))
 
 
 def _curves(drops: dict[str, list[float]], seeds: int = 1) -> pd.DataFrame:
@@ -205,7 +218,7 @@ def _curves(drops: dict[str, list[float]], seeds: int = 1) -> pd.DataFrame:
 
 def test_susceptibility_hand_values_bounds_and_ordering() -> None:
     per_image = _curves({"flat": [0.2] * 5, "worst": [2.0] * 5, "better": [-0.1] * 5, "none": [0.0] * 5})
-    table = stats.susceptibility(per_image, "alignment_drop").set_index("image_id")
+    table = susceptibility(per_image, "alignment_drop").set_index("image_id")
     # trapezoid over 0..5 of (0, .2, .2, .2, .2, .2) = 0.1 + 4 * 0.2 = 0.9; max area 2 * 5 = 10
     assert table.loc["flat", "susceptibility"] == pytest.approx(0.09)
     assert table.loc["worst", "susceptibility"] == pytest.approx(0.9)
@@ -213,39 +226,41 @@ def test_susceptibility_hand_values_bounds_and_ordering() -> None:
     assert table.loc["better", "net_change"] == pytest.approx(-0.045)
     assert table.loc["none", "susceptibility"] == 0.0
     assert (table["metric"] == "alignment_drop").all()
-    embedding = stats.susceptibility(per_image, "embedding_drop").set_index("image_id")
+    embedding = susceptibility(per_image, "embedding_drop").set_index("image_id")
     assert embedding.loc["flat", "susceptibility"] == pytest.approx(0.09)
 
 
 def test_susceptibility_bounds_on_random_curves_and_seed_average() -> None:
     rng = np.random.default_rng(0)
     curves = {f"i{k}": list(rng.uniform(-2, 2, size=5)) for k in range(50)}
-    table = stats.susceptibility(_curves(curves), "alignment_drop")
+    table = susceptibility(_curves(curves), "alignment_drop")
     assert table["susceptibility"].between(0, 1).all() and table["net_change"].between(-1, 1).all()
     two_seeds = _curves({"a": [0.2] * 5}, seeds=2)
     two_seeds.loc[two_seeds["seed"] == 1, "alignment"] = 0.3 - 0.3
     two_seeds.loc[two_seeds["seed"] == 0, "alignment"] = 0.3 - 0.1
-    assert stats.susceptibility(two_seeds)["susceptibility"].iloc[0] == pytest.approx(0.09)
+    assert susceptibility(two_seeds)["susceptibility"].iloc[0] == pytest.approx(0.09)
 
 
 def test_susceptibility_missing_severity_gives_nan_and_bad_metric_raises() -> None:
     per_image = _curves({"a": [0.2] * 5, "b": [0.2] * 5})
     per_image = per_image[~((per_image["image_id"] == "b") & (per_image["severity"] == 3))]
-    table = stats.susceptibility(per_image).set_index("image_id")
+    table = susceptibility(per_image).set_index("image_id")
     assert np.isnan(table.loc["b", "susceptibility"]) and table.loc["a", "susceptibility"] == pytest.approx(0.09)
     with pytest.raises(ValueError, match="metric"):
-        stats.susceptibility(per_image, "accuracy")
+        susceptibility(per_image, "accuracy")
 
 
 def test_top_k_picks_extremes_with_tie_break() -> None:
-    table = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "e"],
-        "family": "noise",
-        "metric": "alignment_drop",
-        "susceptibility": [0.5, 0.1, 0.0, 0.0, 0.3],
-        "net_change": [0.5, 0.1, -0.2, -0.1, 0.3],
-    })
-    top = stats.top_k(table, 2)
+    table = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e"],
+            "family": "noise",
+            "metric": "alignment_drop",
+            "susceptibility": [0.5, 0.1, 0.0, 0.0, 0.3],
+            "net_change": [0.5, 0.1, -0.2, -0.1, 0.3],
+        }
+    )
+    top = top_k(table, 2)
     susceptible = top[top["which"] == "most_susceptible"]
     robust = top[top["which"] == "most_robust"]
     assert susceptible["image_id"].tolist() == ["a", "e"] and susceptible["rank"].tolist() == [1, 2]

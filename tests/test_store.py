@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from cliplens.store import IMAGE_FIELDS, EmbeddingWriter, embedding_schema, read_embeddings, read_provenance
+from cliplens.io import IMAGE_FIELDS, EmbeddingWriter, embedding_schema, read_embeddings, read_provenance
 
 
 def _rows(n):
@@ -35,7 +35,10 @@ def test_round_trip_with_provenance(tmp_path, dtype):
     assert back.dtype == np.float32
     assert rows["image_id"].tolist() == _rows(10)["image_id"]
     assert read_provenance(path) == {"model": "tiny", "random_weights": True}
-    assert str(pq.read_schema(path).field("embedding").type) == f"fixed_size_list<element: {'halffloat' if dtype == 'float16' else 'float'}>[8]"
+    assert (
+        str(pq.read_schema(path).field("embedding").type)
+        == f"fixed_size_list<element: {'halffloat' if dtype == 'float16' else 'float'}>[8]"
+    )
 
 
 def test_hive_folders_become_filterable_columns(tmp_path):

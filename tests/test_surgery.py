@@ -8,9 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cliplens.models import create_tiny_clip
-from cliplens.prompts import TEMPLATE_SETS
-from cliplens.surgery import (
+from cliplens.explain.surgery import (
     attention_pool_tokens,
     class_weights,
     explain,
@@ -19,14 +17,14 @@ from cliplens.surgery import (
     image_tokens_and_grid,
     raw_similarity,
     render_maps,
-    residual_block,
-    resize_positional_embedding,
-    resnet_features,
-    segment,
     single_prompt_surgery,
     surgery_block,
     text_to_points,
 )
+from cliplens.maps import segment
+from cliplens.models import create_tiny_clip
+from cliplens.text import TEMPLATE_SETS
+from cliplens.towers import residual_block, resize_positional_embedding, resnet_features
 
 ATOL = 1e-5
 
@@ -38,7 +36,11 @@ def small_vit(patch_size: int = 16, image_size: int = 224, ls_init_value: float 
         model = open_clip.model.CLIP(
             embed_dim=32,
             vision_cfg=dict(
-                layers=3, width=64, head_width=16, patch_size=patch_size, image_size=image_size,
+                layers=3,
+                width=64,
+                head_width=16,
+                patch_size=patch_size,
+                image_size=image_size,
                 ls_init_value=ls_init_value,
             ),
             text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
@@ -66,8 +68,15 @@ def random_unit(*shape: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def literal_vv_attention(x: torch.Tensor, value_weight: torch.Tensor, value_bias: torch.Tensor, heads: int,
-                         out_proj: torch.nn.Module, normalise: bool = False, scale_factor: float = 1.0) -> torch.Tensor:
+def literal_vv_attention(
+    x: torch.Tensor,
+    value_weight: torch.Tensor,
+    value_bias: torch.Tensor,
+    heads: int,
+    out_proj: torch.nn.Module,
+    normalise: bool = False,
+    scale_factor: float = 1.0,
+) -> torch.Tensor:
     """softmax(s V V^T) V per head, one head at a time (s = head_dim^-0.5 * scale_factor)."""
     values = x @ value_weight.T + value_bias
     outputs = []
@@ -90,8 +99,11 @@ def literal_vit_surgery(model: torch.nn.Module, images: torch.Tensor, depth: int
         if index >= len(blocks) - depth:
             width = x.shape[-1]
             update = literal_vv_attention(
-                block.ln_1(x), block.attn.in_proj_weight[2 * width:], block.attn.in_proj_bias[2 * width:],
-                block.attn.num_heads, block.attn.out_proj,
+                block.ln_1(x),
+                block.attn.in_proj_weight[2 * width :],
+                block.attn.in_proj_bias[2 * width :],
+                block.attn.num_heads,
+                block.attn.out_proj,
             )
             x_new = (x if x_new is None else x_new) + block.ls_1(update)
         x = block(x)
@@ -136,8 +148,12 @@ def test_depth_zero_is_raw_clip(tiny_vit):
     visual = tiny_vit.visual
     with torch.no_grad():
         stock = visual.forward_intermediates(
-            images, indices=[len(visual.transformer.resblocks) - 1], normalize_intermediates=True,
-            output_fmt="NLC", output_extra_tokens=True, intermediates_only=True,
+            images,
+            indices=[len(visual.transformer.resblocks) - 1],
+            normalize_intermediates=True,
+            output_fmt="NLC",
+            output_extra_tokens=True,
+            intermediates_only=True,
         )
         stock_tokens = torch.cat([stock["image_intermediates_prefix"][0], stock["image_intermediates"][0]], 1)
         stock_tokens = stock_tokens @ visual.proj
@@ -161,9 +177,15 @@ def test_recomputed_blocks_match_stock_resblock(ls_init_value):
             torch.testing.assert_close(original_path, block(x), atol=ATOL, rtol=1e-5)
             cls_only, _ = surgery_block(block, x, slice(0, 1))
             torch.testing.assert_close(cls_only, block(x)[:, :1], atol=ATOL, rtol=1e-5)
-            expected = block.ls_1(literal_vv_attention(
-                block.ln_1(x), block.attn.in_proj_weight[128:], block.attn.in_proj_bias[128:], 4, block.attn.out_proj,
-            ))
+            expected = block.ls_1(
+                literal_vv_attention(
+                    block.ln_1(x),
+                    block.attn.in_proj_weight[128:],
+                    block.attn.in_proj_bias[128:],
+                    4,
+                    block.attn.out_proj,
+                )
+            )
             torch.testing.assert_close(vv_update, expected[:, 1:], atol=ATOL, rtol=1e-5)
 
 
@@ -174,8 +196,9 @@ def test_resnet_attention_pool_matches_literal_spec(tiny_rn):
         features = resnet_features(tiny_rn.visual, images)
         x = features.flatten(2).transpose(1, 2)
         x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + pool.positional_embedding
-        expected = literal_vv_attention(x, pool.v_proj.weight, pool.v_proj.bias, pool.num_heads, pool.c_proj,
-                                        normalise=True, scale_factor=8.0)
+        expected = literal_vv_attention(
+            x, pool.v_proj.weight, pool.v_proj.bias, pool.num_heads, pool.c_proj, normalise=True, scale_factor=8.0
+        )
         tokens = attention_pool_tokens(pool, features, surgery=True)
         torch.testing.assert_close(tokens[:, 1:], expected[:, 1:], atol=1e-7, rtol=1e-4)
         torch.testing.assert_close(tokens[:, 0], pool(features), atol=1e-7, rtol=1e-4)

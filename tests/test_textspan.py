@@ -8,14 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cliplens.decompose import Contributions
-from cliplens.textpools import (
-    TEXTSPAN_POOLS,
-    PoolUnavailableError,
-    load_pool,
-    load_properties,
-)
-from cliplens.textspan import textspan, textspan_heads
+from cliplens.interpret.contributions import Contributions
+from cliplens.interpret.textspan import textspan, textspan_heads
+from cliplens.textpools import TEXTSPAN_POOLS, PoolUnavailableError, load_pool, load_properties
 
 SHARED_POOLS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "textspan-descriptions"
 SCALES = np.array([4.0, 3.0, 2.0, 1.0])
@@ -75,8 +70,13 @@ def test_textspan_heads_table():
     heads[:, 0, 1] = -data
     zeros = np.zeros((images, 4, data.shape[1]), np.float32)
     store = Contributions(
-        ids=np.arange(images).astype(str), embed=zeros[:, 0], mlps=zeros, attns=zeros, heads=heads,
-        embedding=zeros[:, 0], head_layers=(3,),
+        ids=np.arange(images).astype(str),
+        embed=zeros[:, 0],
+        mlps=zeros,
+        attns=zeros,
+        heads=heads,
+        embedding=zeros[:, 0],
+        head_layers=(3,),
     )
     texts = [f"text {i}" for i in range(len(pool))]
     table = textspan_heads(store, pool, texts, m=2, r=80)
@@ -90,7 +90,9 @@ def test_builtin_pool_and_properties():
     pool = load_pool("builtin")
     assert 300 <= len(pool) <= 1000 and len(set(pool)) == len(pool)
     properties = load_properties()
-    assert {"colour", "texture", "shape", "location", "counting", "animals", "people", "style", "emotion", "text"} <= set(properties)
+    assert {"colour", "texture", "shape", "location", "counting", "animals", "people", "style", "emotion", "text"} <= set(
+        properties
+    )
     assert all(len(descriptions) >= 3 for descriptions in properties.values())
 
 

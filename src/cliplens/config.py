@@ -9,10 +9,11 @@ out-of-range values fail with a message that names the key and the valid choices
 from __future__ import annotations
 
 import difflib
-import math
+import importlib
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -21,6 +22,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+LINES = ("perturbation", "explain", "interpret")
+"""The analysis lines: each package validates its own config section (``validate_config``).
+"""
 GROUPS = ("model", "dataset", "perturbation", "explain", "interpret")
 REPLACED_MAPPINGS = ("perturbation.families", "drift.label_sets")
 """Mappings a user sets as a whole (``perturbation__families={blur: {}}`` replaces the families)."""
@@ -74,16 +78,15 @@ def overrides_from_mapping(config: Mapping[str, Any], prefix: str = "") -> list[
 
 
 def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    key: str | re.Match[str] | None
     for override in overrides:
         key, _, value = override.partition("=")
         if key in GROUPS and value not in group_options(config_dir, key):
-            raise ConfigError(
-                f"{key}={value!r} is not a known {key} config; valid: {group_options(config_dir, key)}"
-            )
+            raise ConfigError(f"{key}={value!r} is not a known {key} config; valid: {group_options(config_dir, key)}")
     try:
         with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except (HydraException, OmegaConfBaseException) as error:
         message = str(error).split("\n")[0]
         key = getattr(error, "full_key", None) or re.search(r"override '([^']+)'", message)
@@ -137,9 +140,9 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any], check_registries
     for model_cfg in cfg["model_grid"].values():
         _validate_model(model_cfg)
     _validate_dataset(cfg["dataset"])
-    _validate_perturbation(cfg["perturbation"])
-    _validate_interpret(cfg["interpret"])
-    from cliplens.prompts import TEMPLATE_SETS
+    for line in LINES:
+        importlib.import_module(f"cliplens.{line}").validate_config(cfg)
+    from cliplens.text import TEMPLATE_SETS
 
     for key, templates in (
         ("embedding.templates", cfg["embedding"]["templates"]),
@@ -184,42 +187,6 @@ def _validate_dataset(dataset_cfg: Mapping[str, Any]) -> None:
     csv = dataset_cfg.get("labels_csv")
     if csv is not None and not Path(csv).expanduser().is_file():
         raise ConfigError(f"dataset.labels_csv={csv!r} is not a file")
-
-
-def _validate_perturbation(perturbation_cfg: Mapping[str, Any]) -> None:
-    from cliplens.perturb import resolve_params
-
-    for family, params in perturbation_cfg["families"].items():
-        try:
-            resolve_params(family, params or {})
-        except ValueError as error:
-            raise ConfigError(f"perturbation.families.{family}: {error}") from error
-
-
-def _validate_interpret(interpret_cfg: Mapping[str, Any]) -> None:
-    """The text pool and the property descriptions must be readable; queried properties must exist."""
-    from cliplens.textpools import POOL_NAMES, TEXTSPAN_POOLS, PoolUnavailableError, load_properties, textspan_pool_path
-
-    pool, pool_dir = interpret_cfg["textspan"]["pool"], interpret_cfg["textspan"]["pool_dir"]
-    try:
-        if pool in TEXTSPAN_POOLS:
-            textspan_pool_path(pool, pool_dir)
-        elif pool != "builtin" and not Path(pool).expanduser().is_file():
-            raise PoolUnavailableError(f"{pool!r} is neither a file nor one of {list(POOL_NAMES)}")
-    except PoolUnavailableError as error:
-        raise ConfigError(f"interpret.textspan.pool: {error}") from error
-    path = interpret_cfg["properties"]
-    if path is not None and not Path(path).expanduser().is_file():
-        raise ConfigError(f"interpret.properties={path!r} is not a file")
-    try:
-        properties = load_properties(path)
-    except ValueError as error:
-        raise ConfigError(f"interpret.properties: {error}") from error
-    if len(properties) < 2:
-        raise ConfigError(f"interpret.properties: at least two properties are needed; found {sorted(properties)}")
-    unknown = sorted(set(interpret_cfg["queries"]["properties"]) - set(properties))
-    if unknown:
-        raise ConfigError(f"interpret.queries.properties: {unknown} unknown; valid: {sorted(properties)}")
 
 
 def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -271,8 +238,3 @@ def resolve_num_images(dataset_cfg: Mapping[str, Any]) -> int:
     from cliplens.datasets import count_image_files
 
     return count_image_files(Path(dataset_cfg["path"]).expanduser())
-
-
-def num_shards(num_images: int, shard_size: int) -> int:
-    """Shards the embedding step splits a dataset into (at least one)."""
-    return max(1, math.ceil(num_images / shard_size))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ import yaml
 from PIL import Image
 
 from cliplens.download import download, safe_extract_zip
-from cliplens.files import atomic_output
+from cliplens.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,7 @@ def build_manifest(
                 "mask_path": mask_paths[i] if mask_paths else None,
             }
         )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
-        {"label_index": "int64", "width": "int64", "height": "int64"}
-    )
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({"label_index": "int64", "width": "int64", "height": "int64"})
     manifest.attrs["label_names"] = label_names
     return manifest, pd.DataFrame(rejects, columns=REJECT_COLUMNS)
 

@@ -10,13 +10,16 @@ import contextlib
 import logging
 import os
 import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, cast
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip.model import build_model_from_openai_state_dict
+from torchvision.transforms.v2 import functional as TF
 
 from cliplens.download import sha256_of
 
@@ -56,7 +59,7 @@ class LoadedModel:
     @property
     def embed_dim(self) -> int:
         """Dimension of the joint image-text embedding."""
-        return int(self.model.visual.output_dim)
+        return int(cast(Any, self.model).visual.output_dim)  # open_clip towers are untyped
 
     @property
     def is_random(self) -> bool:
@@ -93,9 +96,7 @@ def create_tiny_clip(kind: str = "vit", seed: int = 0, image_size: int | None = 
         raise ValueError(f"tiny model kind {kind!r} unknown; valid: {sorted(TINY_ARCHS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = open_clip.create_model(
-            TINY_ARCHS[kind], pretrained=None, force_image_size=image_size
-        )
+        model = open_clip.create_model(TINY_ARCHS[kind], pretrained=None, force_image_size=image_size)
     return model.eval()
 
 
@@ -106,7 +107,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, fmt: str = 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if fmt == "openai":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        state["input_resolution"] = torch.tensor(model.visual.image_size[0])
+        state["input_resolution"] = torch.tensor(cast(Any, model).visual.image_size[0])
     elif fmt != "open_clip":
         raise ValueError(f"checkpoint format {fmt!r} unknown; valid: ['open_clip', 'openai']")
     tmp = path.with_name(path.name + ".tmp")
@@ -205,6 +206,7 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
         return module, provenance
     weights = ensure_weights(cfg)
     if source == "checkpoint":
+        assert weights is not None  # ensure_weights returns a path for checkpoints
         path = Path(weights)
         fmt = cfg.get("checkpoint_format", "auto")
         fmt = _detect_format(path) if fmt == "auto" else fmt
@@ -214,9 +216,7 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
             module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
         provenance.update(checkpoint=str(path), checkpoint_format=fmt, checkpoint_sha256=sha256_of(path))
     else:
-        module = open_clip.create_model(
-            cfg["arch"], pretrained=weights, weights_only=True, cache_dir=cfg.get("cache_dir")
-        )
+        module = open_clip.create_model(cfg["arch"], pretrained=weights, weights_only=True, cache_dir=cfg.get("cache_dir"))
         provenance.update(pretrained=cfg["pretrained"])
     provenance["random_weights"] = False
     return module.eval(), provenance
@@ -249,6 +249,13 @@ def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
         precision=precision,
         provenance=provenance,
     )
+
+
+def encode_pixels(loaded: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    """L2-normalised image embeddings (float32) of [0,1] pixels, normalised with the model's mean/std."""
+    with inference_mode(loaded):
+        features = cast(Any, loaded.model).encode_image(TF.normalize(pixels, loaded.mean, loaded.std))
+    return F.normalize(features.float(), dim=-1)
 
 
 @contextlib.contextmanager

@@ -60,8 +60,7 @@ def textspan_pool_path(name: str, pool_dir: str | os.PathLike | None = None) -> 
     entry = TEXTSPAN_POOLS[name]
     directory = pool_dir or os.environ.get(TEXTSPAN_DIR_ENV)
     how_to_get = (
-        f"download {entry.url} (from {TEXTSPAN_UPSTREAM}) into a directory and pass it as pool_dir "
-        f"or set ${TEXTSPAN_DIR_ENV}"
+        f"download {entry.url} (from {TEXTSPAN_UPSTREAM}) into a directory and pass it as pool_dir or set ${TEXTSPAN_DIR_ENV}"
     )
     if directory is None:
         raise PoolUnavailableError(f"pool {name!r} needs its directory: {how_to_get}")

@@ -1,6 +1,5 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
-from cliplens.config import num_shards
-from cliplens.grid import CLEAN
+from cliplens.planning import CLEAN, decomposable, interpret_figure_names, num_shards
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
@@ -45,6 +44,7 @@ def perturbation_config(wildcards):
 
 
 def embedding_files(model, families):
+    """The embedding shards of a model for the given families."""
     return expand(
         f"{RESULTS}/embeddings/model={model}/dataset={DATASET}/perturbation={{family}}/shard={{shard}}.parquet",
         family=families,
@@ -64,6 +64,7 @@ onstart:
 
 
 def random_weights(wildcards):
+    """Whether the model's weights are random: its figures say so."""
     return CFG["model_grid"][wildcards.model]["source"] == "random"
 
 
@@ -81,16 +82,16 @@ def perturbation_targets():
 
 def explain_targets():
     base = f"{FIGURES}/model={{model}}/dataset={DATASET}/explain"
-    names = ["overlays", "prompt_overlays", "segmentation", "evaluation", "deletion_insertion"]
+    names = ["overlays", "prompt_overlays", "segmentation", "evaluation", "deletion_insertion", "sanity_check"]
     return expand(f"{base}/{{name}}.png", model=MODELS, name=names)
 
 
 def interpret_targets():
     """Head-level interpretation figures of every ViT model of the grid (interpret.smk)."""
-    from cliplens.interpretation_job import decomposable, interpret_figure_names
-
     models = [model for model in MODELS if decomposable(CFG["model_grid"][model])]
-    return expand(f"{FIGURES}/model={{model}}/dataset={DATASET}/interpret/{{name}}.png", model=models, name=interpret_figure_names(CFG))
+    return expand(
+        f"{FIGURES}/model={{model}}/dataset={DATASET}/interpret/{{name}}.png", model=models, name=interpret_figure_names(CFG)
+    )
 
 
 def all_targets():
@@ -101,3 +102,10 @@ def all_targets():
     targets += explain_targets()
     targets += interpret_targets()
     return targets
+
+
+def family_embeddings(wildcards):
+    """Named inputs of the statistics: the clean shards and each family's shards (``perturbed_<family>``)."""
+    return {"clean": embedding_files(wildcards.model, [CLEAN])} | {
+        f"perturbed_{family}": embedding_files(wildcards.model, [family]) for family in FAMILIES
+    }

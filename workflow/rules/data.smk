@@ -1,25 +1,25 @@
 rule resolved_config:
     output:
         f"{RESULTS}/config/resolved.yaml",
-    params:
-        config=CFG,
-    conda:
-        "../envs/cliplens.yaml"
     log:
         f"logs/resolved_config.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        config={key: value for key, value in CFG.items() if key != "compute"},  # how, not what: no rerun
     script:
-        "../../scripts/write_resolved_config.py"
+        "../../scripts/resolved_config.py"
 
 
 rule prepare_dataset:
     output:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         rejects=f"{DATA}/{{dataset}}/rejects.csv",
-    params:
-        dataset=CFG["dataset"],
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/prepare_dataset/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        dataset=CFG["dataset"],
     script:
         "../../scripts/prepare_dataset.py"

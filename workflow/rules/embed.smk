@@ -3,22 +3,22 @@ rule embed_images:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/embeddings/model={{model}}/dataset={{dataset}}/perturbation={{family}}/shard={{shard}}.parquet",
-    params:
-        model=model_config,
-        perturbation=perturbation_config,
-        dtype=CFG["embedding"]["dtype"],
-        shard_size=CFG["embedding"]["shard_size"],
+    log:
+        "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
+    benchmark:
+        "logs/benchmarks/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
-    benchmark:
-        "logs/benchmarks/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
+    params:
+        model=model_config,
+        perturbation=perturbation_config,
+        dtype=CFG["embedding"]["dtype"],
+        shard_size=CFG["embedding"]["shard_size"],
     script:
         "../../scripts/embed_images.py"
 
@@ -28,17 +28,17 @@ rule embed_labels:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
-    params:
-        model=model_config,
-        templates=CFG["embedding"]["templates"],
+    log:
+        "logs/embed_labels/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/embed_labels/{model}/{dataset}.log",
+    params:
+        model=model_config,
+        templates=CFG["embedding"]["templates"],
     script:
         "../../scripts/embed_labels.py"
 
@@ -56,9 +56,9 @@ rule summarise_embeddings:
             caption="../report/summary.rst",
             category="Embeddings",
         ),
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/summarise_embeddings/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     script:
         "../../scripts/summarise_embeddings.py"

@@ -1,4 +1,16 @@
-# CLIP Surgery (Li et al., 2025): explanation maps, multimodal visualisation, evaluation on masks.
+# CLIP Surgery (Li et al., 2025): explanation maps, multimodal visualisation, evaluation, sanity check.
+EXPLAIN_CFG = CFG["explain"]
+EXPLAIN_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain"
+EXPLAIN_REPORT = {"category": "CLIP Surgery", "subcategory": "{model}"}
+
+
+def explain_slice(*keys):
+    """The keys of the explain config a rule reads: a change elsewhere does not rerun it."""
+    return {key: EXPLAIN_CFG[key] for key in keys}
+
+
+GEOMETRY = ("image_size", "resize_mode")
+MAP_SETTINGS = ("methods", "surgery_depth", "templates", *GEOMETRY)
 
 
 rule explain_maps:
@@ -6,20 +18,20 @@ rule explain_maps:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/maps.npz",
-    params:
-        model=model_config,
-        explain=CFG["explain"],
+    log:
+        "logs/explain_maps/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/explain_maps/{model}/{dataset}.tsv"
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/explain_maps/{model}/{dataset}.log",
-    benchmark:
-        "logs/benchmarks/explain_maps/{model}/{dataset}.tsv"
+    params:
+        model=model_config,
+        explain=explain_slice(*MAP_SETTINGS, "max_images"),
     script:
         "../../scripts/explain_maps.py"
 
@@ -29,37 +41,39 @@ rule explain_figures:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         maps=rules.explain_maps.output[0],
     output:
-        overlays=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain/overlays.png",
-            caption="../report/explain_overlays.rst",
-            category="CLIP Surgery",
-            subcategory="{model}",
-        ),
-        prompts=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain/prompt_overlays.png",
-            caption="../report/explain_prompts.rst",
-            category="CLIP Surgery",
-            subcategory="{model}",
-        ),
-        segmentation=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain/segmentation.png",
-            caption="../report/explain_segmentation.rst",
-            category="CLIP Surgery",
-            subcategory="{model}",
-        ),
+        overlays=report(f"{EXPLAIN_FIGURES}/overlays.png", caption="../report/explain_overlays.rst", **EXPLAIN_REPORT),
+        segmentation=report(f"{EXPLAIN_FIGURES}/segmentation.png", caption="../report/explain_segmentation.rst", **EXPLAIN_REPORT),
+    log:
+        "logs/explain_figures/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     params:
         model=model_config,
-        explain=CFG["explain"],
+        explain=explain_slice("figure_images", *GEOMETRY),
         random_weights=random_weights,
+    script:
+        "../../scripts/explain_figures.py"
+
+
+rule explain_prompt_maps:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        figure=report(f"{EXPLAIN_FIGURES}/prompt_overlays.png", caption="../report/explain_prompts.rst", **EXPLAIN_REPORT),
+        points=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/prompt_points.csv",
+    log:
+        "logs/explain_prompt_maps/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/explain_figures/{model}/{dataset}.log",
+    params:
+        model=model_config,
+        explain=explain_slice(*MAP_SETTINGS, "prompts", "max_images", "figure_images"),
+        random_weights=random_weights,
     script:
-        "../../scripts/explain_figures.py"
+        "../../scripts/explain_prompt_maps.py"
 
 
 rule explain_evaluation:
@@ -70,29 +84,42 @@ rule explain_evaluation:
         per_map=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/per_map.parquet",
         summary=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/summary.csv",
         segmentation=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/segmentation.csv",
-        figure=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain/evaluation.png",
-            caption="../report/explain_evaluation.rst",
-            category="CLIP Surgery",
-            subcategory="{model}",
-        ),
-        curves=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain/deletion_insertion.png",
-            caption="../report/explain_deletion.rst",
-            category="CLIP Surgery",
-            subcategory="{model}",
-        ),
-    params:
-        model=model_config,
-        explain=CFG["explain"],
-        random_weights=random_weights,
+        figure=report(f"{EXPLAIN_FIGURES}/evaluation.png", caption="../report/explain_evaluation.rst", **EXPLAIN_REPORT),
+        curves=report(f"{EXPLAIN_FIGURES}/deletion_insertion.png", caption="../report/explain_deletion.rst", **EXPLAIN_REPORT),
+    log:
+        "logs/explain_evaluation/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/explain_evaluation/{model}/{dataset}.log",
+    params:
+        model=model_config,
+        explain=explain_slice("evaluation", *GEOMETRY),
+        random_weights=random_weights,
     script:
         "../../scripts/explain_evaluation.py"
+
+
+rule explain_sanity_check:
+    input:
+        manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+    output:
+        table=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/sanity_check.csv",
+        figure=report(f"{EXPLAIN_FIGURES}/sanity_check.png", caption="../report/explain_sanity_check.rst", **EXPLAIN_REPORT),
+    log:
+        "logs/explain_sanity_check/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/explain_sanity_check/{model}/{dataset}.tsv"
+    conda:
+        "../envs/cliplens.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        model=model_config,
+        explain=explain_slice(*MAP_SETTINGS, "sanity_check"),
+        random_weights=random_weights,
+    script:
+        "../../scripts/explain_sanity_check.py"

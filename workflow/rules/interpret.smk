@@ -1,5 +1,5 @@
 # Head-level interpretation: decomposition + TEXTSPAN (Gandelsman et al.), CLIP-InterpreT (Madasu et al.).
-from cliplens.interpretation_job import pool_file, pool_key, properties_file, query_map_names
+from cliplens.planning import output_name, pool_file, pool_key, properties_file, query_map_names
 
 INTERPRET = f"{RESULTS}/interpret"
 INTERPRET_CFG = CFG["interpret"]
@@ -14,18 +14,18 @@ rule embed_text_pool:
         pool=pool_file(INTERPRET_CFG["textspan"]),
     output:
         POOL_EMBEDDINGS,
-    params:
-        model=model_config,
-        templates=INTERPRET_CFG["textspan"]["templates"],
+    log:
+        "logs/embed_text_pool/{model}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/embed_text_pool/{model}.log",
+    params:
+        model=model_config,
+        templates=INTERPRET_CFG["textspan"]["templates"],
     script:
-        "../../scripts/interpret_text_pool.py"
+        "../../scripts/embed_text_pool.py"
 
 
 rule embed_properties:
@@ -33,17 +33,17 @@ rule embed_properties:
         properties=properties_file(INTERPRET_CFG["properties"]),
     output:
         f"{RESULTS}/text/model={{model}}/properties.parquet",
-    params:
-        model=model_config,
+    log:
+        "logs/embed_properties/{model}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/embed_properties/{model}.log",
+    params:
+        model=model_config,
     script:
-        "../../scripts/interpret_properties.py"
+        "../../scripts/embed_properties.py"
 
 
 rule decompose_images:
@@ -51,24 +51,24 @@ rule decompose_images:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         directory(f"{INTERPRET}/model={{model}}/dataset={{dataset}}/contributions"),
-    params:
-        model=model_config,
-        max_images=INTERPRET_CFG["max_images"],
-        head_layers=None if INTERPRET_CFG["store_all_heads"] else INTERPRET_CFG["layers"],
-        dtype=CFG["embedding"]["dtype"],
+    log:
+        "logs/decompose_images/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/decompose_images/{model}/{dataset}.tsv"
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/decompose_images/{model}/{dataset}.log",
-    benchmark:
-        "benchmarks/rules/decompose_images/{model}/{dataset}.tsv"
+    params:
+        model=model_config,
+        max_images=INTERPRET_CFG["max_images"],
+        head_layers=None if INTERPRET_CFG["store_all_heads"] else INTERPRET_CFG["layers"],
+        dtype=CFG["embedding"]["dtype"],
     script:
-        "../../scripts/interpret_decompose.py"
+        "../../scripts/decompose_images.py"
 
 
 rule mean_ablation:
@@ -79,14 +79,14 @@ rule mean_ablation:
     output:
         table=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/mean_ablation.csv",
         figure=report(f"{INTERPRET_FIGURES}/mean_ablation.png", caption="../report/interpret_mean_ablation.rst", **REPORT),
-    params:
-        random_weights=random_weights,
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/mean_ablation/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        random_weights=random_weights,
     script:
-        "../../scripts/interpret_mean_ablation.py"
+        "../../scripts/mean_ablation.py"
 
 
 rule textspan_heads:
@@ -96,17 +96,17 @@ rule textspan_heads:
     output:
         table=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/textspan.csv",
         figure=report(f"{INTERPRET_FIGURES}/textspan.png", caption="../report/interpret_textspan.rst", **REPORT),
+    log:
+        "logs/textspan_heads/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     params:
         layers=INTERPRET_CFG["layers"],
         top_m=INTERPRET_CFG["textspan"]["top_m"],
         rank=INTERPRET_CFG["textspan"]["rank"],
         random_weights=random_weights,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/textspan_heads/{model}/{dataset}.log",
     script:
-        "../../scripts/interpret_textspan.py"
+        "../../scripts/textspan_heads.py"
 
 
 rule head_properties:
@@ -118,18 +118,20 @@ rule head_properties:
         labels=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/head_labels.csv",
         metrics=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/interpretability_metrics.csv",
         figure=report(f"{INTERPRET_FIGURES}/head_properties.png", caption="../report/interpret_head_properties.rst", **REPORT),
-        metrics_figure=report(f"{INTERPRET_FIGURES}/interpretability_metrics.png", caption="../report/interpret_metrics.rst", **REPORT),
+        metrics_figure=report(
+            f"{INTERPRET_FIGURES}/interpretability_metrics.png", caption="../report/interpret_metrics.rst", **REPORT
+        ),
+    log:
+        "logs/head_properties/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     params:
         weighting=INTERPRET_CFG["label_weighting"],
         n_boot=INTERPRET_CFG["n_boot"],
         seed=CFG["stats"]["seed"],
         random_weights=random_weights,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/head_properties/{model}/{dataset}.log",
     script:
-        "../../scripts/interpret_head_properties.py"
+        "../../scripts/head_properties.py"
 
 
 rule interpret_queries:
@@ -138,11 +140,32 @@ rule interpret_queries:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         labels=rules.head_properties.output.labels,
     output:
-        properties=report(f"{INTERPRET_FIGURES}/property_neighbours.png", caption="../report/interpret_property_neighbours.rst", **REPORT),
-        head_images=report(f"{INTERPRET_FIGURES}/head_image_neighbours.png", caption="../report/interpret_head_image_neighbours.rst", **REPORT),
-        head_texts=report(f"{INTERPRET_FIGURES}/head_text_neighbours.png", caption="../report/interpret_head_text_neighbours.rst", **REPORT),
-        topic=[report(f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_topic_maps.rst", **REPORT) for name in TOPIC_MAPS],
-        contrastive=[report(f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_contrastive_maps.rst", **REPORT) for name in CONTRASTIVE_MAPS],
+        **{
+            output_name(name): report(f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_topic_maps.rst", **REPORT)
+            for name in TOPIC_MAPS
+        },
+        **{
+            output_name(name): report(
+                f"{INTERPRET_FIGURES}/{name}.png", caption="../report/interpret_contrastive_maps.rst", **REPORT
+            )
+            for name in CONTRASTIVE_MAPS
+        },
+        properties=report(
+            f"{INTERPRET_FIGURES}/property_neighbours.png", caption="../report/interpret_property_neighbours.rst", **REPORT
+        ),
+        head_images=report(
+            f"{INTERPRET_FIGURES}/head_image_neighbours.png", caption="../report/interpret_head_image_neighbours.rst", **REPORT
+        ),
+        head_texts=report(
+            f"{INTERPRET_FIGURES}/head_text_neighbours.png", caption="../report/interpret_head_text_neighbours.rst", **REPORT
+        ),
+    log:
+        "logs/interpret_queries/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    threads: 4
+    resources:
+        gpu=1,
     params:
         model=model_config,
         queries=INTERPRET_CFG["queries"],
@@ -150,13 +173,6 @@ rule interpret_queries:
         layers=INTERPRET_CFG["layers"],
         templates=INTERPRET_CFG["textspan"]["templates"],
         random_weights=random_weights,
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/interpret_queries/{model}/{dataset}.log",
     script:
         "../../scripts/interpret_queries.py"
 
@@ -168,23 +184,23 @@ rule decomposition_segmentation:
     output:
         maps=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/maps.npz",
         figure=report(f"{INTERPRET_FIGURES}/segmentation.png", caption="../report/interpret_segmentation.rst", **REPORT),
+    log:
+        "logs/decomposition_segmentation/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        batch_size=CFG["compute"]["batch_size"],
+        num_workers=CFG["compute"]["num_workers"],
     params:
         model=model_config,
         max_images=INTERPRET_CFG["max_images"],
         layers=INTERPRET_CFG["layers"],
         segmentation=INTERPRET_CFG["segmentation"],
         random_weights=random_weights,
-    threads: 4
-    resources:
-        gpu=1,
-        batch_size=CFG["compute"]["batch_size"],
-        num_workers=CFG["compute"]["num_workers"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/decomposition_segmentation/{model}/{dataset}.log",
     script:
-        "../../scripts/interpret_segmentation.py"
+        "../../scripts/decomposition_segmentation.py"
 
 
 rule decomposition_segmentation_evaluation:
@@ -195,14 +211,18 @@ rule decomposition_segmentation_evaluation:
         per_map=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/per_map.parquet",
         summary=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/summary.csv",
         segmentation=f"{INTERPRET}/model={{model}}/dataset={{dataset}}/segmentation/segmentation.csv",
-        figure=report(f"{INTERPRET_FIGURES}/segmentation_evaluation.png", caption="../report/interpret_segmentation_evaluation.rst", **REPORT),
+        figure=report(
+            f"{INTERPRET_FIGURES}/segmentation_evaluation.png",
+            caption="../report/interpret_segmentation_evaluation.rst",
+            **REPORT,
+        ),
+    log:
+        "logs/decomposition_segmentation_evaluation/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
     params:
         resize_mode=INTERPRET_CFG["segmentation"]["resize_mode"],
         n_boot=INTERPRET_CFG["n_boot"],
         random_weights=random_weights,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/decomposition_segmentation_evaluation/{model}/{dataset}.log",
     script:
-        "../../scripts/interpret_segmentation_evaluation.py"
+        "../../scripts/decomposition_segmentation_evaluation.py"

@@ -6,12 +6,12 @@ rule perturbation_plan:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{PERTURBATION}/dataset={{dataset}}/plan.parquet",
-    params:
-        grid=CFG["perturbation"],
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_plan/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        grid=CFG["perturbation"],
     script:
         "../../scripts/perturbation_plan.py"
 
@@ -26,12 +26,12 @@ rule perturbation_preview:
             category="Perturbations",
             subcategory="Previews",
         ),
-    params:
-        perturbation=perturbation_config,
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_preview/{dataset}/{family}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        perturbation=perturbation_config,
     script:
         "../../scripts/perturbation_preview.py"
 
@@ -39,44 +39,47 @@ rule perturbation_preview:
 rule embed_drift_labels:
     output:
         f"{RESULTS}/text/model={{model}}/drift={{label_set}}.parquet",
-    params:
-        model=model_config,
-        prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
+    log:
+        "logs/embed_drift_labels/{model}/{label_set}.log",
+    conda:
+        "../envs/cliplens.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/embed_drift_labels/{model}/{label_set}.log",
+    params:
+        model=model_config,
+        prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
     script:
         "../../scripts/embed_drift_labels.py"
 
 
 rule perturbation_stats:
     input:
+        unpack(family_embeddings),
         labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
         drift=expand(f"{RESULTS}/text/model={{{{model}}}}/drift={{label_set}}.parquet", label_set=LABEL_SETS),
-        clean=lambda wc: embedding_files(wc.model, [CLEAN]),
-        perturbed=lambda wc: embedding_files(wc.model, FAMILIES),
     output:
         per_image=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/per_image.parquet",
         aggregate=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/aggregate.parquet",
         aggregate_csv=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/aggregate.csv",
         susceptibility=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/susceptibility.parquet",
         top_k=f"{PERTURBATION}/model={{model}}/dataset={{dataset}}/top_k.csv",
-        drift=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS),
-        flips=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/label_flips_{{label_set}}.csv", label_set=LABEL_SETS),
-    params:
-        stats=CFG["stats"],
-        families=FAMILIES,
-        label_sets=LABEL_SETS,
-    conda:
-        "../envs/cliplens.yaml"
+        drift=expand(
+            f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS
+        ),
+        flips=expand(
+            f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/label_flips_{{label_set}}.csv", label_set=LABEL_SETS
+        ),
     log:
         "logs/perturbation_stats/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/perturbation_stats/{model}/{dataset}.tsv"
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        stats=CFG["stats"],
+        families=FAMILIES,
+        label_sets=LABEL_SETS,
     script:
         "../../scripts/perturbation_stats.py"
 
@@ -100,12 +103,12 @@ rule perturbation_figures:
             category="Perturbations",
             subcategory="{model}",
         ),
-    params:
-        random_weights=random_weights,
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/perturbation_figures/{model}/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        random_weights=random_weights,
     script:
         "../../scripts/perturbation_figures.py"
 
@@ -115,7 +118,9 @@ rule perturbation_family_figures:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         per_image=rules.perturbation_stats.output.per_image,
         top_k=rules.perturbation_stats.output.top_k,
-        drift=expand(f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS),
+        drift=expand(
+            f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS
+        ),
     output:
         gallery=report(
             f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/susceptibility_{{family}}.png",
@@ -135,15 +140,15 @@ rule perturbation_family_figures:
             category="Semantic drift",
             subcategory="{model}",
         ),
+    log:
+        "logs/perturbation_family_figures/{model}/{dataset}/{family}.log",
+    conda:
+        "../envs/cliplens.yaml"
     params:
         random_weights=random_weights,
         perturbation=perturbation_config,
         image_size=224,
         drift_images=CFG["drift"]["images"],
-    conda:
-        "../envs/cliplens.yaml"
-    log:
-        "logs/perturbation_family_figures/{model}/{dataset}/{family}.log",
     script:
         "../../scripts/perturbation_family_figures.py"
 
@@ -158,11 +163,11 @@ rule model_comparison:
             category="Perturbations",
             subcategory="Model comparison",
         ),
-    params:
-        random_weights=any(m["source"] == "random" for m in CFG["model_grid"].values()),
-    conda:
-        "../envs/cliplens.yaml"
     log:
         "logs/model_comparison/{dataset}.log",
+    conda:
+        "../envs/cliplens.yaml"
+    params:
+        random_weights=any(m["source"] == "random" for m in CFG["model_grid"].values()),
     script:
         "../../scripts/model_comparison.py"

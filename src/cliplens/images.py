@@ -1,0 +1,141 @@
+"""Images: decoding and open_clip's geometry as [0,1] pixel batches, masks, and arrays for plotting.
+
+Images are decoded and resized/cropped by open_clip's own eval transform (without its final
+Normalize) in DataLoader workers; normalisation then runs batched on the model's device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+from torchvision.transforms import Compose, Normalize, v2
+from torchvision.transforms.v2 import functional as TF
+
+from cliplens.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def pixel_transform(loaded: LoadedModel) -> Callable[[Image.Image], torch.Tensor]:
+    """open_clip's eval preprocessing of a model up to a [0,1] float tensor (normalisation happens on device)."""
+    return preprocess_without_normalize(loaded.provenance["preprocess"])
+
+
+def preprocess_without_normalize(preprocess: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """open_clip's eval transform for a preprocess config (size, resize_mode, ...), minus Normalize."""
+    steps = image_transform_v2(PreprocessCfg(**preprocess), is_train=False).transforms
+    return Compose([step for step in steps if not isinstance(step, Normalize)])
+
+
+class ManifestImages(torch.utils.data.Dataset):
+    """Manifest rows as [0,1] pixel tensors; unreadable files yield ok=False instead of raising."""
+
+    def __init__(self, rows: pd.DataFrame, transform: Callable[[Image.Image], torch.Tensor], size: int, masks: bool = False):
+        self.paths = rows["path"].tolist()
+        self.mask_paths = rows["mask_path"].tolist() if masks else [None] * len(rows)
+        self.transform = transform
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor, bool, str]:
+        try:
+            with Image.open(self.paths[index]) as image:
+                pixels = self.transform(image.convert("RGB"))
+            mask = self._mask(index)
+            return index, pixels, mask, True, ""
+        except Exception as error:  # a corrupt file must not stop the run
+            empty = torch.zeros(3, self.size, self.size)
+            return index, empty, torch.zeros(self.size, self.size, dtype=torch.bool), False, f"{type(error).__name__}: {error}"
+
+    def _mask(self, index: int) -> torch.Tensor:
+        path = self.mask_paths[index]
+        if path is None:
+            return torch.zeros(self.size, self.size, dtype=torch.bool)
+        with Image.open(path) as mask:
+            labels = torch.from_numpy(np.asarray(mask).copy())[None]
+        # same geometry as the image: resize the short side, centre crop; nearest keeps class ids
+        labels = TF.resize(labels, self.size, interpolation=v2.InterpolationMode.NEAREST)
+        return TF.center_crop(labels, self.size)[0] != 0
+
+
+def iterate_batches(
+    rows: pd.DataFrame,
+    transform: Callable,
+    size: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    masks: bool = False,
+) -> Iterator[tuple[pd.DataFrame, torch.Tensor, torch.Tensor]]:
+    """Yield (rows, pixels [B,3,S,S] on device, masks [B,S,S] on device) of readable images; log the rest."""
+    loader = torch.utils.data.DataLoader(
+        ManifestImages(rows, transform, size, masks),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    for index, pixels, mask, ok, errors in loader:
+        for i, error in zip(index[~ok].tolist(), [e for e, good in zip(errors, ok) if not good]):
+            log.warning("skipping unreadable image %s: %s", rows.iloc[i]["path"], error)
+        keep = ok.nonzero().squeeze(1)
+        if len(keep) == 0:
+            continue
+        yield (
+            rows.iloc[index[keep].numpy()],
+            pixels[keep].to(device, non_blocking=True),
+            mask[keep].to(device, non_blocking=True),
+        )
+
+
+def load_pixels(
+    loaded: LoadedModel, manifest: pd.DataFrame, ids: Sequence[str], transform: Callable | None = None, size: int | None = None
+) -> torch.Tensor:
+    """[0,1] pixels [n, 3, S, S] of the images ``ids`` (in that order) on the model's device, in one batch;
+    ``transform`` and ``size`` default to the model's own preprocessing."""
+    rows = manifest.set_index("image_id").loc[list(ids)].reset_index()
+    transform, size = transform or pixel_transform(loaded), size or loaded.image_size
+    batches = iterate_batches(rows, transform, size, max(len(rows), 1), 0, loaded.device)
+    return torch.cat([pixels for _, pixels, _ in batches])
+
+
+def square_transform(image_size: int, resize_mode: str):
+    """Square input of ``image_size``: 'squash' (the paper, no centre crop) or 'shortest' (centre crop)."""
+    return preprocess_without_normalize({"size": image_size, "resize_mode": resize_mode})
+
+
+def square_masks(paths: Sequence[str], size: tuple[int, int], resize_mode: str) -> np.ndarray:
+    """Class-index masks [N, H, W] resized (nearest) like the images: squash, or short side + centre crop."""
+    masks = []
+    for path in paths:
+        mask = torch.from_numpy(load_class_mask(path).astype(np.int64))[None]
+        if resize_mode == "squash":
+            mask = TF.resize(mask, list(size), interpolation=TF.InterpolationMode.NEAREST)
+        else:
+            mask = TF.center_crop(TF.resize(mask, size[0], interpolation=TF.InterpolationMode.NEAREST), list(size))
+        masks.append(mask[0].numpy())
+    return np.stack(masks)
+
+
+def load_class_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Class-index mask ``[H, W]`` (int64), resized nearest-neighbour to ``size = (H, W)`` if given."""
+    image: Image.Image
+    with Image.open(path) as image:
+        if size is not None:
+            image = image.resize((size[1], size[0]), resample=Image.Resampling.NEAREST)
+        return np.asarray(image, dtype=np.int64)
+
+
+def as_images(pixels: torch.Tensor) -> np.ndarray:
+    """[n, S, S, 3] float images of [0,1] pixels [n, 3, S, S], for plotting."""
+    return pixels.permute(0, 2, 3, 1).float().cpu().numpy()

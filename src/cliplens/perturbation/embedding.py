@@ -1,0 +1,76 @@
+"""Batched extraction of perturbed image embeddings into the Parquet store, and perturbed views.
+
+Perturbation and normalisation run batched on the model's device, so one decoded batch serves
+every perturbation of a family.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cliplens.images import (
+    iterate_batches,
+    pixel_transform,
+    preprocess_without_normalize,
+)
+from cliplens.io import EmbeddingWriter
+from cliplens.models import LoadedModel, encode_pixels
+from cliplens.perturbation.grid import PerturbationSpec, apply_spec, needs_mask
+
+log = logging.getLogger(__name__)
+
+
+def extract_image_embeddings(
+    loaded: LoadedModel,
+    rows: pd.DataFrame,
+    specs: Sequence[PerturbationSpec],
+    writer: EmbeddingWriter,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    backend: str = "torch",
+) -> int:
+    """Embed every readable image of ``rows`` under every perturbation spec; returns rows written."""
+    needs_masks = any(needs_mask(spec.family) for spec in specs)
+    transform = pixel_transform(loaded)
+    done = 0
+    for batch, pixels, masks in iterate_batches(
+        rows, transform, loaded.image_size, batch_size, num_workers, loaded.device, needs_masks
+    ):
+        ids = batch["image_id"].tolist()
+        for spec in specs:
+            perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
+            embeddings = encode_pixels(loaded, perturbed).cpu().numpy()
+            writer.write(
+                {
+                    "image_id": ids,
+                    "label_index": batch["label_index"].tolist(),
+                    "family": [spec.family] * len(ids),
+                    "severity": [spec.severity] * len(ids),
+                    "seed": [spec.seed] * len(ids),
+                },
+                embeddings,
+            )
+        done += len(ids)
+        log.info("embedded %d/%d images x %d perturbations", done, len(rows), len(specs))
+    return writer.rows_written
+
+
+def perturbed_views(
+    rows: pd.DataFrame, specs: Sequence[PerturbationSpec], size: int = 224, backend: str = "torch"
+) -> dict[tuple[str, int], np.ndarray]:
+    """HxWx3 uint8 views of images under each grid cell, keyed (image_id, severity); for figures."""
+    transform = preprocess_without_normalize({"size": size})
+    needs_masks = any(needs_mask(spec.family) for spec in specs)
+    views = {}
+    for batch, pixels, masks in iterate_batches(rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks):
+        ids = batch["image_id"].tolist()
+        for spec in specs:
+            perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
+            arrays = (perturbed.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            views.update({(image_id, spec.severity): array for image_id, array in zip(ids, arrays)})
+    return views

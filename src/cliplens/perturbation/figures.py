@@ -1,0 +1,336 @@
+"""Figures of the perturbation analysis; each saves PNG + PDF via ``save_figure`` and returns the figure.
+
+Inputs are the tables of ``cliplens.perturbation.statistics`` and ``cliplens.perturbation.drift`` (columns: docs/statistics.md).
+Titles name the model and the dataset; ``random_weights=True`` stamps the figure as such.
+
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cliplens.perturbation.drift import (
+    Trajectories,
+    drift_label_names,
+    label_flips,
+    probability_columns,
+)
+from cliplens.planning import CLEAN
+from cliplens.plotting import save_figure
+
+ImageSource = Mapping[tuple[str, int], np.ndarray] | Callable[[str, int], np.ndarray]
+"""The HxWx3 image of ``(image_id, severity)`` for the figure's family (severity 0 = clean)."""
+
+
+METRIC_LABELS = {
+    "self_similarity": "self-similarity cos(e^{f,s}, e^0)",
+    "alignment": "alignment cos(e, t_y)",
+    "alignment_change": "alignment change vs clean",
+    "top1": "top-1 accuracy",
+    "top5": "top-5 accuracy",
+    "top1_drop": "top-1 accuracy drop vs clean",
+    "top5_drop": "top-5 accuracy drop vs clean",
+    "rank": "rank of the true label",
+    "margin": "logit margin (true - best other)",
+    "true_prob": "softmax probability of the true label",
+}
+
+
+def _select_model(frame: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
+    """Rows of one model (``model``, or the only one in the frame) and its name for titles."""
+    if "model" not in frame.columns:
+        return frame, model or "unnamed model"
+    if model is None:
+        models = frame["model"].unique()
+        if len(models) != 1:
+            raise ValueError(f"the table holds models {list(models)}: pass model=")
+        model = str(models[0])
+    return frame[frame["model"] == model], model
+
+
+def _finish(fig: plt.Figure, path: str | os.PathLike, title: str, model: str, dataset: str, random_weights: bool) -> plt.Figure:
+    """Title the figure (model, dataset) above everything and save it."""
+    fig.text(0.5, 1.0, f"{title}\nmodel: {model}   dataset: {dataset}", ha="center", va="bottom", fontsize=12, weight="bold")
+    save_figure(fig, path, random_weights=random_weights)
+    return fig
+
+
+def _severity_curve(aggregate: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
+    """Mean and CI of ``metric`` over severity for one family, the clean row as severity 0."""
+    columns = ["severity", f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"]
+    rows = aggregate[aggregate["family"].isin([family, CLEAN])]
+    return rows[columns].sort_values("severity").set_axis(["severity", "mean", "low", "high"], axis=1)
+
+
+def _perturbed_families(aggregate: pd.DataFrame) -> list[str]:
+    """Perturbation families in the table, sorted, without the clean reference."""
+    return sorted(set(aggregate["family"]) - {CLEAN})
+
+
+def _draw_curve(ax: plt.Axes, curve: pd.DataFrame, label: str, color, linestyle: str = "-") -> None:
+    """A mean line with markers and its confidence band."""
+    ax.plot(curve["severity"], curve["mean"], marker="o", ms=3, color=color, ls=linestyle, label=label)
+    ax.fill_between(curve["severity"], curve["low"], curve["high"], color=color, alpha=0.15, linewidth=0)
+
+
+def plot_drop_heatmaps(
+    aggregate: pd.DataFrame, path: str | os.PathLike, *, dataset: str, random_weights: bool, model: str | None = None
+) -> plt.Figure:
+    """Family x severity heatmaps of the top-1 accuracy drop and the embedding drop 1 - self-similarity."""
+    table, model = _select_model(aggregate, model)
+    table = table[table["family"] != CLEAN]
+    table = table.assign(embedding_drop=1.0 - table["self_similarity_mean"])
+    panels = [
+        ("top1_drop_mean", "top-1 accuracy drop (clean - perturbed)", "RdBu_r"),
+        ("embedding_drop", "embedding drop 1 - cos(e^{f,s}, e^0)", "magma_r"),
+    ]
+    families = _perturbed_families(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.5 + 0.38 * len(families)), layout="constrained")
+    for ax, (column, label, cmap) in zip(axes, panels):
+        grid = table.pivot_table(index="family", columns="severity", values=column, dropna=False).reindex(families)
+        values = grid.to_numpy(dtype=np.float64)
+        limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
+        vmin = -limit if cmap == "RdBu_r" else 0.0
+        image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=limit or 1.0, aspect="auto")
+        for (row, col), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(
+                    col,
+                    row,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if abs(value) > 0.6 * (limit or 1.0) else "black",
+                )
+        ax.set_xticks(range(len(grid.columns)), [str(s) for s in grid.columns])
+        ax.set_yticks(range(len(families)), families)
+        ax.set_xlabel("severity")
+        ax.set_title(label if np.isfinite(values).any() else f"{label}\n(no labeled images)")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    return _finish(fig, path, "Drop under perturbation, per family and severity", model, dataset, random_weights)
+
+
+def plot_severity_curves(
+    aggregate: pd.DataFrame,
+    metric: str,
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    random_weights: bool,
+    model: str | None = None,
+) -> plt.Figure:
+    """``metric`` mean vs severity (0 = clean) with its bootstrap CI band, one line per family."""
+    table, model = _select_model(aggregate, model)
+    families = _perturbed_families(table)
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    for index, family in enumerate(families):
+        _draw_curve(ax, _severity_curve(table, family, metric), family, colors[index % 20], ["-", "--", ":"][index // 20 % 3])
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="family")
+    title = f"{METRIC_LABELS.get(metric, metric)} over severity (mean, bootstrap CI)"
+    return _finish(fig, path, title, model, dataset, random_weights)
+
+
+def plot_model_comparison(
+    aggregate: pd.DataFrame, metric: str, path: str | os.PathLike, *, dataset: str, random_weights: bool
+) -> plt.Figure:
+    """``metric`` vs severity per model, one panel per family (needs a ``model`` column)."""
+    if "model" not in aggregate.columns:
+        raise ValueError("model comparison needs a 'model' column")
+    families = _perturbed_families(aggregate)
+    models = sorted(aggregate["model"].unique())
+    n_cols = min(4, len(families))
+    n_rows = -(-len(families) // n_cols)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows + 0.6), sharex=True, sharey=True, squeeze=False, layout="constrained"
+    )
+    colors = plt.get_cmap("tab10")(np.arange(len(models)) % 10)
+    for ax, family in zip(axes.flat, families):
+        for color, name in zip(colors, models):
+            _draw_curve(ax, _severity_curve(aggregate[aggregate["model"] == name], family, metric), name, color)
+        ax.set_title(family, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(families) :]:
+        ax.set_visible(False)
+    fig.supxlabel("severity (0 = clean)")
+    fig.supylabel(METRIC_LABELS.get(metric, metric))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", title="model")
+    title = f"Model comparison: {METRIC_LABELS.get(metric, metric)}"
+    return _finish(fig, path, title, ", ".join(models), dataset, random_weights)
+
+
+def _image_at(images: ImageSource, image_id: str, severity: int) -> np.ndarray:
+    """The image of ``(image_id, severity)`` from a mapping or a callable."""
+    return images[(image_id, severity)] if isinstance(images, Mapping) else images(image_id, severity)
+
+
+def _cell_values(per_image: pd.DataFrame, family: str, metric: str) -> pd.Series:
+    """Seed-averaged ``metric`` per (image_id, severity) of ``family``, severity 0 from the clean rows."""
+    rows = per_image[per_image["family"].isin([family, CLEAN])]
+    return rows.groupby(["image_id", "severity"])[metric].mean()
+
+
+def plot_susceptibility_gallery(
+    top: pd.DataFrame,
+    images: ImageSource,
+    path: str | os.PathLike,
+    *,
+    family: str,
+    severities: Sequence[int],
+    dataset: str,
+    random_weights: bool,
+    model: str | None = None,
+    per_image: pd.DataFrame | None = None,
+    cell_metric: str = "alignment",
+) -> plt.Figure:
+    """Rows: the family's most susceptible then most robust images (``top_k`` output); columns: severities.
+
+    Row labels give rank, image id and susceptibility; with ``per_image`` each cell shows ``cell_metric``.
+    """
+    table, model = _select_model(top, model)
+    # "most_susceptible" sorts after "most_robust": descending puts the susceptible rows first
+    table = table[table["family"] == family].sort_values(["which", "rank"], ascending=[False, True])
+    if table.empty:
+        raise ValueError(f"no top-k rows for family {family!r}")
+    if per_image is not None:
+        per_image, _ = _select_model(per_image, model if "model" in per_image.columns else None)
+        cells = _cell_values(per_image, family, cell_metric)
+    fig, axes = plt.subplots(
+        len(table), len(severities), figsize=(1.7 * len(severities) + 1.2, 1.9 * len(table)), squeeze=False, layout="constrained"
+    )
+    for ax_row, row in zip(axes, table.itertuples(index=False)):
+        for ax, severity in zip(ax_row, severities):
+            ax.imshow(_image_at(images, row.image_id, severity))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if per_image is not None and (row.image_id, severity) in cells.index:
+                ax.set_xlabel(f"{cell_metric} {cells[(row.image_id, severity)]:.3f}", fontsize=7)
+        ax_row[0].set_ylabel(
+            f"{row.which.replace('_', ' ')} #{row.rank}\n{row.image_id}\nscore {row.susceptibility:.3f}", fontsize=8
+        )
+    for ax, severity in zip(axes[0], severities):
+        ax.set_title("clean" if severity == 0 else f"severity {severity}", fontsize=9)
+    metric = table["metric"].iloc[0] if "metric" in table.columns else "drop"
+    return _finish(fig, path, f"Susceptibility to {family} ({metric}, normalised AUC)", model, dataset, random_weights)
+
+
+def plot_drift_probabilities(
+    drift: pd.DataFrame,
+    image_ids: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    family: str,
+    dataset: str,
+    random_weights: bool,
+    model: str | None = None,
+) -> plt.Figure:
+    """Per image: drift-label probabilities and JS divergence from clean over severity; the first flip marked."""
+    table, model = _select_model(drift, model)
+    table = table[(table["family"] == family) & table["image_id"].isin(image_ids)]
+    labels = drift_label_names(table)
+    flips = label_flips(table).set_index("image_id")
+    colors = plt.get_cmap("tab10")(np.arange(len(labels)) % 10)
+    n_cols = min(3, len(image_ids))
+    n_rows = -(-len(image_ids) // n_cols)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(4 * n_cols, 3 * n_rows + 0.8), sharey=True, squeeze=False, layout="constrained"
+    )
+    for ax, image_id in zip(axes.flat, image_ids):
+        rows = table[table["image_id"] == image_id].sort_values("severity")
+        for color, label, column in zip(colors, labels, probability_columns(labels)):
+            ax.plot(rows["severity"], rows[column], marker="o", ms=3, color=color, label=label)
+        ax.plot(rows["severity"], rows["js_divergence"], "k--", label="JS divergence from clean (bits)")
+        flip = flips.loc[image_id] if image_id in flips.index else None
+        if flip is not None and flip["flipped_to"] is not None:
+            at_end = flip["flip_severity"] >= rows["severity"].max()
+            ax.axvline(flip["flip_severity"], color="grey", ls=":")
+            ax.annotate(
+                f"flip -> {flip['flipped_to']}",
+                (flip["flip_severity"], 0.97),
+                fontsize=7,
+                ha="right" if at_end else "left",
+                va="top",
+                xytext=(-3 if at_end else 3, 0),
+                textcoords="offset points",
+            )
+        ax.set_title(image_id, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(image_ids) :]:
+        ax.set_visible(False)
+    fig.supxlabel("severity (0 = clean)")
+    fig.supylabel("probability over the drift labels")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
+    return _finish(fig, path, f"Semantic drift under {family}", model, dataset, random_weights)
+
+
+def plot_drift_trajectories(
+    trajectories: Trajectories,
+    image_ids: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    family: str,
+    dataset: str,
+    random_weights: bool,
+    model: str | None = None,
+) -> plt.Figure:
+    """Paths of images through the 2-D PCA of drift distributions, coloured by severity, with label vertices."""
+    coords, model = _select_model(trajectories.coords, model)
+    coords = coords[(coords["family"] == family) & coords["image_id"].isin(image_ids)]
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    vertices = trajectories.project(np.eye(len(trajectories.label_names)))
+    ax.scatter(vertices[:, 0], vertices[:, 1], marker="s", color="grey", s=25)
+    for (x, y), label in zip(vertices, trajectories.label_names):
+        ax.annotate(label, (x, y), fontsize=8, color="dimgrey", xytext=(4, 4), textcoords="offset points")
+    norm = plt.Normalize(0, max(int(coords["severity"].max()), 1)) if len(coords) else plt.Normalize(0, 1)
+    for image_id in image_ids:
+        path_rows = coords[coords["image_id"] == image_id].sort_values("severity")
+        if path_rows.empty:
+            continue
+        ax.plot(path_rows["pc1"], path_rows["pc2"], color="black", lw=0.8, alpha=0.6)
+        ax.scatter(path_rows["pc1"], path_rows["pc2"], c=path_rows["severity"], cmap="viridis", norm=norm, s=30, zorder=3)
+        ax.annotate(
+            image_id,
+            (path_rows["pc1"].iloc[-1], path_rows["pc2"].iloc[-1]),
+            fontsize=8,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="severity (0 = clean)")
+    ratio = trajectories.explained_variance_ratio
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
+    ax.grid(alpha=0.3)
+    title = f"Drift trajectories under {family}\n(grey squares: pure-label distributions; ids at the last severity)"
+    return _finish(fig, path, title, model, dataset, random_weights)
+
+
+def plot_family_preview(
+    images: Mapping[tuple[str, int], np.ndarray],
+    image_id: str,
+    family: str,
+    path: str | os.PathLike,
+    parameters: Mapping[str, Sequence] | None = None,
+) -> plt.Figure:
+    """One image under one family at every severity it has in ``images`` (0 = clean), with the parameters."""
+    severities = sorted(severity for key, severity in images if key == image_id)
+    fig, axes = plt.subplots(1, len(severities), figsize=(2.4 * len(severities), 2.9), layout="constrained", squeeze=False)
+    for ax, severity in zip(axes[0], severities):
+        ax.imshow(images[(image_id, severity)])
+        values = ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items()) if severity else ""
+        ax.set_title(f"severity {severity}\n{values}" if severity else "clean", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"{family} on {image_id}", fontsize=11)
+    save_figure(fig, path)
+    return fig

@@ -1,0 +1,85 @@
+"""The perturbation grid: cells (family x severity x seed) and the plan table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cliplens.perturbation.families import (
+    FAMILIES,
+    image_seeds,
+    perturb,
+    perturb_imagecorruptions,
+)
+from cliplens.planning import CLEAN
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """One cell of the perturbation grid; family 'clean' with severity 0 is the unperturbed image."""
+
+    family: str
+    severity: int
+    seed: int
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+CLEAN_SPEC = PerturbationSpec(CLEAN, 0, 0)
+
+
+def family_specs(
+    family: str, severities: Sequence[int], seeds: Sequence[int], params: Mapping[str, Any]
+) -> list[PerturbationSpec]:
+    """The grid cells of one family (or the single clean cell)."""
+    if family == CLEAN:
+        return [CLEAN_SPEC]
+    return [PerturbationSpec(family, s, seed, params) for s in sorted(severities) for seed in seeds]
+
+
+def plan_table(image_ids: Sequence[str], grid: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per image x family x severity x seed (clean rows included), in a stable order."""
+    cells = [(CLEAN, 0, 0)] + [
+        (family, severity, seed)
+        for family in grid["families"]
+        for severity in sorted(grid["severities"])
+        for seed in grid["seeds"]
+    ]
+    ids = np.asarray(image_ids, dtype=object)
+    return pd.DataFrame(
+        {
+            "image_id": np.tile(ids, len(cells)),
+            "family": np.repeat([c[0] for c in cells], len(ids)),
+            "severity": np.repeat([c[1] for c in cells], len(ids)).astype("int16"),
+            "seed": np.repeat([c[2] for c in cells], len(ids)).astype("int64"),
+        }
+    )
+
+
+def apply_spec(
+    pixels: torch.Tensor,
+    image_ids: Sequence[str],
+    spec: PerturbationSpec,
+    masks: torch.Tensor | None = None,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """Apply one grid cell to a batch of [0,1] pixels (identity for clean)."""
+    if spec.family == CLEAN or spec.severity == 0:
+        return pixels
+
+    seeds = image_seeds(image_ids, spec.family, spec.severity, spec.seed).to(pixels.device)
+    if backend == "imagecorruptions":
+        return perturb_imagecorruptions(pixels, spec.family, spec.severity, seeds)
+    return perturb(pixels, spec.family, spec.severity, seeds, spec.params, masks)
+
+
+def needs_mask(family: str) -> bool:
+    """Whether a family needs segmentation masks (object/background masking)."""
+    if family == CLEAN:
+        return False
+
+    return FAMILIES[family].needs_mask
