@@ -246,3 +246,16 @@ def test_mean_ablation_table_agrees_with_single_ablations(labelled, tmp_path):
     assert table[("all_upto", 2, -1)] == mean_ablation_accuracy(store, labels, text, upto)
     assert table[("mlp_upto", 0, -1)] == table[("mlp", 0, -1)]
     assert len(table) == 2 + 5 * 4 + 2 * 4
+
+
+def test_other_input_sizes_use_the_resized_positional_embedding(tiny_vit):
+    """The decomposition runs the shared tower re-computation: a 288 x 224 input (9 x 7 patches)
+    is decomposed completely, and its embedding is the class token of that re-computation."""
+    from cliplens.explain.surgery import image_tokens
+
+    batch = torch.rand(2, 3, 288, 224)
+    result = decompose(tiny_vit, batch)
+    assert result.grid_size == (9, 7)
+    expected = F.normalize(image_tokens(tiny_vit, batch, surgery_depth=0)[:, 0].float(), dim=-1)
+    torch.testing.assert_close(result.embedding, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.total(), result.embedding, atol=1e-5, rtol=1e-5)
