@@ -16,5 +16,6 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         params.dtype,
         resources.batch_size,
         resources.num_workers,
+        params.constant_split,
     )
     log.info("decomposed %d images: %s", len(store), store.meta)

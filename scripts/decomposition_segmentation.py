@@ -23,6 +23,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         cfg["resize_mode"],
         resources.batch_size,
         resources.num_workers,
+        params.constant_split,
     )
     scores.save(outputs.maps, loaded.is_random)
     shown = scores.image_ids[: cfg["figure_images"]]

@@ -49,7 +49,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         plot_neighbour_rows(rows, images, shown, path, empty_message, random_weights)
 
     position = np.searchsorted(shown, asked)
-    head_tokens, layers, grid = head_token_terms(loaded, pixels[position], params.layers)
+    head_tokens, layers, grid = head_token_terms(loaded, pixels[position], params.layers, params.constant_split)
     topics = topic_maps(head_tokens, text_embeddings, grid)  # [Q, n, H, T, gh, gw]
     pairs = queries["contrastive"]
     pair_texts = encode_texts(loaded, [text for pair in pairs for text in pair], params.templates).reshape(len(pairs), 2, -1)

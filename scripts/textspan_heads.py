@@ -13,7 +13,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     store = ContributionStore(snakemake.input.store)
     texts, embeddings = read_pool_embeddings(snakemake.input.pool)
     layers = analysed_layers(store, params.layers)
-    spans = textspan_heads(store, embeddings, texts, m=params.top_m, r=params.rank, layers=layers)
+    spans = textspan_heads(store, embeddings, texts, m=params.top_m, r=params.rank, layers=layers, criterion=params.criterion)
     with atomic_output(outputs.table) as tmp:
         spans.to_csv(tmp, index=False)
     plot_textspan(spans, outputs.figure, random_weights=params.random_weights)

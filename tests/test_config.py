@@ -16,6 +16,10 @@ def test_default_config_composes_with_documented_defaults():
     assert cfg["model"]["arch"] == "ViT-B-32" and cfg["model"]["pretrained"] == "openai"
     assert cfg["dataset"]["name"] == "skimage_samples"
     assert list(cfg["model_grid"]) == ["vit_b_32_openai"]
+    # the authors' released behaviour by default (docs/methods.md, section 1.1)
+    assert cfg["interpret"]["textspan"]["criterion"] == "reference"
+    assert cfg["interpret"]["constant_split"] == "reference"
+    assert cfg["explain"]["resnet_surgery"] == "reference"
 
 
 def test_snakemake_config_becomes_hydra_overrides():
@@ -64,6 +68,9 @@ def test_open_clip_model_name_derives_from_arch_and_tag():
         (["stats.top_kk=3"], ["stats.top_kk", "did you mean 'top_k'", "n_boot"]),
         (["+stats.extra=1"], ["unknown key stats.extra", "top_k"]),
         (["embedding.dtype=int8"], ["embedding.dtype", "float16", "float32"]),
+        (["interpret.textspan.criterion=unit"], ["interpret.textspan.criterion", "reference", "normalised"]),
+        (["interpret.constant_split=even"], ["interpret.constant_split", "reference", "uniform"]),
+        (["explain.resnet_surgery=released"], ["explain.resnet_surgery", "reference", "paper"]),
         (["perturbation.severities=[0,6]"], ["perturbation.severities"]),
         (["model.arch=ViT-B-33"], ["ViT-B-33", "ViT-B-32"]),
         (["model.pretrained=imagenet"], ["imagenet", "openai", "laion2b"]),

@@ -17,6 +17,7 @@ from cliplens.text import label_features
 CFG = {
     "methods": ["raw", "surgery", "gradcam"],
     "surgery_depth": 2,
+    "resnet_surgery": "reference",
     "image_size": 224,
     "resize_mode": "squash",
     "templates": "single",

@@ -124,9 +124,10 @@ def test_vit_surgery_cls_equals_encode_image(tiny_vit, depth):
 
 @pytest.mark.parametrize("depth", [0, 1])
 def test_resnet_surgery_pooled_equals_encode_image(tiny_rn, depth):
+    """The paper's variant keeps the stock attention for the pooled token (the released code's does not)."""
     images = random_images(2)
     with torch.no_grad():
-        tokens = image_tokens(tiny_rn, images, surgery_depth=depth)
+        tokens = image_tokens(tiny_rn, images, surgery_depth=depth, resnet_surgery="paper")
         expected = tiny_rn.encode_image(images)
     assert tokens.shape == (2, 1 + 7 * 7, 64)
     torch.testing.assert_close(tokens[:, 0], expected, atol=1e-7, rtol=1e-5)
@@ -199,7 +200,7 @@ def test_resnet_attention_pool_matches_literal_spec(tiny_rn):
         expected = literal_vv_attention(
             x, pool.v_proj.weight, pool.v_proj.bias, pool.num_heads, pool.c_proj, normalise=True, scale_factor=8.0
         )
-        tokens = attention_pool_tokens(pool, features, surgery=True)
+        tokens = attention_pool_tokens(pool, features, surgery="paper")
         torch.testing.assert_close(tokens[:, 1:], expected[:, 1:], atol=1e-7, rtol=1e-4)
         torch.testing.assert_close(tokens[:, 0], pool(features), atol=1e-7, rtol=1e-4)
 

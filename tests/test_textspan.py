@@ -33,10 +33,11 @@ def synthetic_head(seed: int = 0, images: int = 400, dim: int = 16, distractors:
     return data, pool[order], np.argsort(order)[: len(SCALES)]
 
 
+@pytest.mark.parametrize("criterion", ["reference", "normalised"])
 @pytest.mark.parametrize("rank", [80, 5])  # C is uncentred: its top 5 span the mean and u_1..u_4
-def test_recovers_known_directions_in_order(rank):
+def test_recovers_known_directions_in_order(rank, criterion):
     data, pool, positions = synthetic_head()
-    indices, explained = textspan(data, pool, m=4, r=rank)
+    indices, explained = textspan(data, pool, m=4, r=rank, criterion=criterion)
     np.testing.assert_array_equal(indices, positions)
     np.testing.assert_allclose(explained, SCALES**2 / (SCALES**2).sum(), atol=1e-10)
 
@@ -53,13 +54,33 @@ def test_deterministic_and_permutation_equivariant():
     np.testing.assert_allclose(permuted_explained, first[1], rtol=1e-10)
 
 
-def test_variance_explained_sums_to_at_most_one():
+@pytest.mark.parametrize("criterion", ["reference", "normalised"])
+def test_variance_explained_sums_to_at_most_one(criterion):
     data, pool, _ = synthetic_head(seed=5)
-    indices, explained = textspan(data, pool, m=40, r=80)
+    indices, explained = textspan(data, pool, m=40, r=80, criterion=criterion)
     assert len(set(indices.tolist())) == len(indices)  # a removed text is never picked again
     assert len(indices) <= 16  # the span of 16 dims is exhausted after 16 picks
     assert np.all(explained >= -1e-12) and explained.sum() <= 1 + 1e-9
     np.testing.assert_allclose(explained.sum(), 1.0, atol=1e-8)  # the pool spans all of R^16
+
+
+def test_criteria_differ_on_a_short_text_along_the_strongest_direction():
+    """Shorten the text along u_1 to length 0.4: u_1 still carries the most variance along its unit
+    direction (16 per image), so the normalised criterion keeps the order u_1, u_2, but |C t|^2
+    per image is 0.16 * 16 = 2.56 for it against 9 (u_2) and 4 (u_3), so the reference criterion
+    picks u_2, then u_3. The variance explained is measured along the unit direction under both."""
+    data, pool, positions = synthetic_head()
+    short = pool.copy()
+    short[positions[0]] *= 0.4
+    shares = SCALES**2 / (SCALES**2).sum()
+    normalised = textspan(data, short, m=2, r=80, criterion="normalised")
+    reference = textspan(data, short, m=2, r=80, criterion="reference")
+    np.testing.assert_array_equal(normalised[0], positions[:2])
+    np.testing.assert_allclose(normalised[1], shares[:2], atol=1e-10)
+    np.testing.assert_array_equal(reference[0], positions[1:3])
+    np.testing.assert_allclose(reference[1], shares[1:3], atol=1e-10)
+    with pytest.raises(ValueError, match="criterion"):
+        textspan(data, short, criterion="unit")
 
 
 def test_textspan_heads_table():

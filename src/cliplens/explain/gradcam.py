@@ -49,7 +49,7 @@ def _resnet_activations_and_embedding(
     grid_hw = (features.shape[-2], features.shape[-1])
     activations = features.flatten(2).transpose(1, 2).detach().requires_grad_()
     grid = activations.transpose(1, 2).unflatten(2, grid_hw)
-    embedding = attention_pool_tokens(visual.attnpool, grid, surgery=False)[:, 0]
+    embedding = attention_pool_tokens(visual.attnpool, grid)[:, 0]
     return activations, embedding, grid_hw
 
 

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cliplens.explain.gradcam import gradcam
 from cliplens.explain.surgery import (
+    ResnetSurgery,
     feature_surgery,
     image_tokens_and_grid,
     raw_similarity,
@@ -28,16 +29,22 @@ from cliplens.towers import patch_grid
 
 
 def _token_scores(
-    loaded: LoadedModel, pixels: torch.Tensor, text: torch.Tensor, depth: int, settings: Mapping[str, Any]
+    loaded: LoadedModel,
+    pixels: torch.Tensor,
+    text: torch.Tensor,
+    settings: Mapping[str, Any],
+    depth: int = 0,
+    resnet_surgery: ResnetSurgery = "reference",
 ) -> torch.Tensor:
     """Token-text scores ``[B, C, gh, gw]`` of the patch tokens after surgery on the last ``depth`` blocks.
 
-    Raw CLIP (``depth == 0``): plain cosine. Surgery: single-prompt feature surgery when
-    ``settings`` holds ``empty_feature``, label-set feature surgery for several texts, else cosine.
+    Raw CLIP (``depth == 0``): plain cosine. Surgery (``resnet_surgery`` for a ModifiedResNet):
+    single-prompt feature surgery when ``settings`` holds ``empty_feature``, label-set feature
+    surgery for several texts, else cosine.
     """
     images = TF.normalize(pixels, loaded.mean, loaded.std)
     with torch.inference_mode(), loaded.autocast():
-        tokens, grid = image_tokens_and_grid(loaded.model, images, depth)
+        tokens, grid = image_tokens_and_grid(loaded.model, images, depth, resnet_surgery)
     tokens = F.normalize(tokens.float(), dim=-1)
     empty = settings.get("empty_feature")
     if depth > 0 and empty is not None:
@@ -52,13 +59,14 @@ def _token_scores(
 @register("raw")
 def raw_scores(loaded: LoadedModel, pixels: torch.Tensor, text: torch.Tensor, settings: Mapping[str, Any]) -> torch.Tensor:
     """Raw CLIP: cosine of each patch token of the unmodified model with each text."""
-    return _token_scores(loaded, pixels, text, 0, settings)
+    return _token_scores(loaded, pixels, text, settings)
 
 
 @register("surgery")
 def surgery_scores(loaded: LoadedModel, pixels: torch.Tensor, text: torch.Tensor, settings: Mapping[str, Any]) -> torch.Tensor:
-    """CLIP Surgery: v-v architecture surgery on the last ``settings['surgery_depth']`` blocks, then feature surgery."""
-    return _token_scores(loaded, pixels, text, settings["surgery_depth"], settings)
+    """CLIP Surgery: v-v architecture surgery on the last ``settings['surgery_depth']`` blocks (a ModifiedResNet's
+    pool as ``settings['resnet_surgery']``), then feature surgery."""
+    return _token_scores(loaded, pixels, text, settings, settings["surgery_depth"], settings["resnet_surgery"])
 
 
 @register("gradcam")

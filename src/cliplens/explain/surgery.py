@@ -1,7 +1,8 @@
 """CLIP Surgery (Li et al., Pattern Recognition 2025) on stock open_clip image towers.
 
-Architecture surgery adds a v-v self-attention path to the last ``k`` ViT blocks (or to the
-attention pool of a ModifiedResNet); feature surgery removes the feature shared by all labels
+Architecture surgery adds a v-v self-attention path to the last ``k`` ViT blocks (or puts one
+into the attention pool of a ModifiedResNet, as the authors' released code does or as the paper
+describes: ``resnet_surgery``); feature surgery removes the feature shared by all labels
 from the token-text similarities. Everything is recomputed from the public open_clip modules
 (``attn.in_proj_weight``/``in_proj_bias``/``out_proj``, ``ln_1``, ``ln_2``, ``mlp``, ``ls_1``,
 ``ls_2``, ``conv1``, ``class_embedding``, ``positional_embedding``, ``ln_pre``, ``ln_post``,
@@ -43,6 +44,9 @@ Method = Literal["raw", "surgery"]
 FeatureSurgery = Literal["auto", "label_set", "single_prompt", "off"]
 
 
+ResnetSurgery = Literal["reference", "paper"]
+
+
 DEFAULT_SURGERY_DEPTH = 6
 
 
@@ -70,12 +74,14 @@ def surgery_block(
     return x_ori, vv_update
 
 
-def attention_pool_tokens(pool: AttentionPool2d, features: torch.Tensor, surgery: bool) -> torch.Tensor:
-    """Per-location outputs ``[B, 1 + h * w, D]`` of the attention pool; token 0 is the pooled embedding.
+def attention_pool_tokens(pool: AttentionPool2d, features: torch.Tensor, surgery: ResnetSurgery | None = None) -> torch.Tensor:
+    """Per-location outputs ``[B, 1 + h * w, D]`` of the attention pool; token 0 is the pooled token.
 
-    Without surgery every location is a query of the stock q-k attention. With surgery the
-    pooled token keeps the stock attention and the locations use the v-v path (v L2-normalised
-    for the attention weights, scale multiplied by 8, values unnormalised).
+    ``surgery=None``: every token is a query of the stock q-k attention (token 0 = the embedding).
+    ``"reference"`` (the authors' released code): every token, the pooled one included, uses
+    plain v-v attention ``softmax(s V V^T) V`` with ``s = head_dim^-0.5``. ``"paper"``: the pooled
+    token keeps the stock attention and the locations use v-v attention with v L2-normalised for
+    the attention weights, the scale multiplied by 8, and unnormalised values.
     """
     x = features.flatten(2).transpose(1, 2)
     x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
@@ -83,7 +89,9 @@ def attention_pool_tokens(pool: AttentionPool2d, features: torch.Tensor, surgery
     positional = resize_positional_embedding(pool.positional_embedding, (side, side), (features.shape[-2], features.shape[-1]))
     x = x + positional.to(x.dtype)
     q, k, v = (split_heads(proj(x), pool.num_heads) for proj in (pool.q_proj, pool.k_proj, pool.v_proj))
-    if surgery:
+    if surgery == "reference":
+        heads_out = F.scaled_dot_product_attention(v, v, v)
+    elif surgery == "paper":
         v_unit = F.normalize(v, dim=-1)
         scale = RESNET_VV_SCALE_FACTOR * v.shape[-1] ** -0.5
         pooled = F.scaled_dot_product_attention(q[:, :, :1], k, v)
@@ -110,28 +118,40 @@ def _vit_tokens(visual: VisionTransformer, images: torch.Tensor, depth: int) -> 
 
 
 def image_tokens_and_grid(
-    model: torch.nn.Module, images: torch.Tensor, surgery_depth: int = DEFAULT_SURGERY_DEPTH
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    surgery_depth: int = DEFAULT_SURGERY_DEPTH,
+    resnet_surgery: ResnetSurgery = "reference",
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """:func:`image_tokens` plus the patch grid ``(gh, gw)`` the tokens come from."""
     if surgery_depth < 0:
         raise ValueError(f"surgery_depth must be >= 0, got {surgery_depth}")
+    if resnet_surgery not in get_args(ResnetSurgery):
+        raise ValueError(f"resnet_surgery {resnet_surgery!r} unknown; valid: {list(get_args(ResnetSurgery))}")
     visual = image_tower(model)
     if isinstance(visual, VisionTransformer):
         return _vit_tokens(visual, images, surgery_depth)
     features = resnet_features(visual, images)
-    return attention_pool_tokens(visual.attnpool, features, surgery_depth > 0), (features.shape[-2], features.shape[-1])
+    tokens = attention_pool_tokens(visual.attnpool, features, resnet_surgery if surgery_depth > 0 else None)
+    return tokens, (features.shape[-2], features.shape[-1])
 
 
-def image_tokens(model: torch.nn.Module, images: torch.Tensor, surgery_depth: int = DEFAULT_SURGERY_DEPTH) -> torch.Tensor:
+def image_tokens(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    surgery_depth: int = DEFAULT_SURGERY_DEPTH,
+    resnet_surgery: ResnetSurgery = "reference",
+) -> torch.Tensor:
     """Projected, unnormalised token features ``[B, 1 + gh * gw, D]`` with architecture surgery.
 
     ViT: surgery on the last ``surgery_depth`` blocks (all blocks when it exceeds their number),
     then ``ln_post`` and ``proj`` on every token;
     token 0 equals ``model.encode_image`` (unnormalised) for every depth; depth 0 gives the
-    raw CLIP tokens. ModifiedResNet: any depth > 0 puts the v-v path into the attention pool.
+    raw CLIP tokens. ModifiedResNet: any depth > 0 puts the v-v path of ``resnet_surgery`` into
+    the attention pool (:func:`attention_pool_tokens`; with ``"reference"`` token 0 is v-v too).
     Inputs of any size (multiples of the patch size) use bilinearly resized positional embeddings.
     """
-    return image_tokens_and_grid(model, images, surgery_depth)[0]
+    return image_tokens_and_grid(model, images, surgery_depth, resnet_surgery)[0]
 
 
 def raw_similarity(tokens_norm: torch.Tensor, text_norm: torch.Tensor) -> torch.Tensor:
@@ -203,6 +223,7 @@ def explain(
     depth: int = DEFAULT_SURGERY_DEPTH,
     out_hw: tuple[int, int] | None = None,
     feature_surgery_mode: FeatureSurgery = "auto",
+    resnet_surgery: ResnetSurgery = "reference",
 ) -> torch.Tensor:
     """Explanation maps ``[B, C, H, W]`` in [0, 1] for normalised images and normalised texts ``[C, D]``.
 
@@ -210,6 +231,7 @@ def explain(
     surgery on the last ``depth`` blocks. ``feature_surgery_mode``: ``"label_set"`` (needs C > 1),
     ``"single_prompt"`` (``S = f . (t - empty_feature)``), ``"off"`` (plain cosine) or ``"auto"``
     = ``"off"`` for raw, else ``"label_set"`` when C > 1 and ``"single_prompt"`` when C == 1.
+    ``resnet_surgery``: the ModifiedResNet variant (:func:`attention_pool_tokens`).
     One image forward pass per call, whatever C; ``out_hw`` defaults to the image size.
     """
     if method not in get_args(Method):
@@ -224,7 +246,7 @@ def explain(
     if mode == "single_prompt" and empty_feature is None:
         raise ValueError("single-prompt feature surgery needs empty_feature (the embedded empty prompt)")
     with torch.inference_mode():
-        tokens, grid_hw = image_tokens_and_grid(model, images, depth if method == "surgery" else 0)
+        tokens, grid_hw = image_tokens_and_grid(model, images, depth if method == "surgery" else 0, resnet_surgery)
         tokens = F.normalize(tokens.float(), dim=-1)
         text = text_features.to(tokens.device, torch.float32)
         if mode == "label_set":

@@ -17,7 +17,7 @@ from numpy.typing import DTypeLike
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens.images import iterate_batches, pixel_transform
-from cliplens.interpret.decompose import Decomposition, decompose
+from cliplens.interpret.decompose import ConstantSplit, Decomposition, decompose
 from cliplens.io import _save_npy
 from cliplens.models import LoadedModel
 
@@ -118,13 +118,14 @@ def write_head_contributions(
     layers: int | None = 4,
     dtype: Literal["float16", "float32"] = "float16",
     rows_per_shard: int = 4096,
+    constant_split: ConstantSplit = "reference",
 ) -> ContributionStore:
     """Decompose every batch of (ids, normalised images) and write the terms to ``out_dir``.
 
     Per shard k: ``{field}-{k:05d}.npy`` for each array field of :class:`Contributions` (heads
     of the last ``layers`` layers, None = all); at the end ``index.parquet`` (id, shard, row)
-    and ``meta.json``. Memory is bounded by ``rows_per_shard`` plus one batch, not by the
-    number of images.
+    and ``meta.json`` (which records ``constant_split``, see :func:`decompose`). Memory is
+    bounded by ``rows_per_shard`` plus one batch, not by the number of images.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def write_head_contributions(
         shard += 1
 
     for ids, images in batches:
-        result = decompose(model, images)
+        result = decompose(model, images, constant_split=constant_split)
         part = Contributions.from_decomposition(ids, result, layers, dtype)
         meta = {
             "format": STORE_FORMAT,
@@ -153,6 +154,7 @@ def write_head_contributions(
             "dim": int(result.embed.shape[1]),
             "head_layers": list(part.head_layers),
             "grid_size": list(result.grid_size),
+            "constant_split": constant_split,
         }
         pending.append(part)
         if sum(len(p) for p in pending) >= rows_per_shard:
@@ -228,10 +230,12 @@ def decompose_dataset(
     dtype: Literal["float16", "float32"],
     batch_size: int = 32,
     num_workers: int = 0,
+    constant_split: ConstantSplit = "reference",
 ) -> ContributionStore:
     """Decompose the first ``max_images`` readable images (the model's own preprocessing) into a store.
 
-    ``head_layers``: heads of the last n layers are stored (None: every layer's).
+    ``head_layers``: heads of the last n layers are stored (None: every layer's);
+    ``constant_split``: see :func:`decompose`.
     """
     rows = manifest.head(max_images)
     batches = (
@@ -240,7 +244,7 @@ def decompose_dataset(
             rows, pixel_transform(loaded), loaded.image_size, batch_size, num_workers, loaded.device
         )
     )
-    return write_head_contributions(batches, loaded, out_dir, layers=head_layers, dtype=dtype)
+    return write_head_contributions(batches, loaded, out_dir, layers=head_layers, dtype=dtype, constant_split=constant_split)
 
 
 def select_rows(contributions: Contributions, keep: np.ndarray) -> Contributions:

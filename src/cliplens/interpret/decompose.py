@@ -6,9 +6,11 @@ stage, of each layer's MLP at CLS, of each attention head at CLS and (optionally
 x source token for the last layers. ``ln_post`` is linearised with the image's own mean ``mu``
 and standard deviation ``sigma`` of the final CLS residual: a residual term ``c`` maps to
 ``(g * (c - mu * s) / sigma + b * s) @ P / |e|``, where ``s`` is the term's share of the
-constant part: ``1/K`` for each of the K = 1 + L + L*H CLS-level terms and ``1/(K*N)`` for a
-head x token term (a head's share split evenly over its N source tokens, like ``b_O``). All
-terms sum to the normalised embedding ``e / |e|``.
+constant part (``constant_split``): ``"reference"`` (the authors' ``prs_hook.py``) gives each of
+the 2L + 1 layer outputs (embedding stage, L attention layers, L MLPs) ``1/(2L+1)`` and splits an
+attention layer's share evenly over its H heads; ``"uniform"`` gives each of the K = 1 + L + L*H
+CLS-level terms ``1/K``. A head x token term carries its head's share over N (split evenly over
+the N source tokens, like ``b_O``). All terms sum to the normalised embedding ``e / |e|``.
 
 Also here: streaming the contributions of a dataset to sharded ``.npy`` files with a Parquet
 index (:func:`write_head_contributions`, :class:`ContributionStore`) and mean-ablation zero-shot
@@ -20,6 +22,7 @@ accuracy computed from the stored arrays alone (:func:`mean_ablation_accuracy`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,8 @@ from open_clip.transformer import ResidualAttentionBlock
 
 from cliplens.models import LoadedModel
 from cliplens.towers import block_qkv, image_tower, merge_heads, vit_embed
+
+ConstantSplit = Literal["reference", "uniform"]
 
 
 @dataclass
@@ -108,21 +113,36 @@ class _FrozenLnPost:
         return term / (self.sigma * self.norm).reshape(view)
 
 
+def constant_shares(num_layers: int, num_heads: int, split: ConstantSplit) -> tuple[float, float]:
+    """Shares of the constant part of ``ln_post``: (embedding stage and each MLP, each head)."""
+    if split not in get_args(ConstantSplit):
+        raise ValueError(f"constant_split {split!r} unknown; valid: {list(get_args(ConstantSplit))}")
+    if split == "uniform":
+        share = 1.0 / (1 + num_layers + num_layers * num_heads)
+        return share, share
+    layer_share = 1.0 / (2 * num_layers + 1)
+    return layer_share, layer_share / num_heads
+
+
 @torch.inference_mode()
 def decompose(
     model: torch.nn.Module | LoadedModel,
     images: torch.Tensor,
     tokens: bool = False,
     last_layers: int = 4,
+    constant_split: ConstantSplit = "reference",
 ) -> Decomposition:
     """Decompose the embeddings of a batch of normalised images [B, 3, S, S] (one forward pass).
 
     ``tokens=True`` also returns the head x source-token terms of the last ``last_layers``
-    layers (memory: B * last_layers * H * N * D floats).
+    layers (memory: B * last_layers * H * N * D floats). ``constant_split`` apportions the
+    constant part of ``ln_post`` over the terms (module docstring); the terms sum to the
+    normalised embedding with either.
     """
     visual = image_tower(model, vit_only=True)
     blocks = visual.transformer.resblocks
     num_layers, num_heads = len(blocks), blocks[0].attn.num_heads
+    layer_share, head_share = constant_shares(num_layers, num_heads, constant_split)
     token_layers = tuple(range(max(num_layers - last_layers, 0), num_layers)) if tokens else ()
     x, grid_size = vit_embed(visual, images)
     embed_term = x[:, 0].clone()  # CLS terms are copied: views would keep every layer's [B, N, W] alive
@@ -147,18 +167,17 @@ def decompose(
     unnormalised = ((final - mu) / sigma * gain + bias) @ proj
     norm = unnormalised.norm(dim=-1, keepdim=True)
     frozen = _FrozenLnPost(gain, bias, proj, mu, sigma, norm)
-    share = 1.0 / (1 + num_layers + num_layers * num_heads)
     result = Decomposition(
-        embed=frozen(embed_term, share),
-        mlps=frozen(torch.stack(mlp_terms, dim=1), share),
-        heads=frozen(torch.stack(head_terms, dim=1), share),
+        embed=frozen(embed_term, layer_share),
+        mlps=frozen(torch.stack(mlp_terms, dim=1), layer_share),
+        heads=frozen(torch.stack(head_terms, dim=1), head_share),
         embedding=unnormalised / norm,
         norm=norm.squeeze(-1),
         grid_size=grid_size,
         token_layers=token_layers,
     )
     if token_parts:
-        result.head_tokens = torch.stack([_head_token_terms(frozen, share, *part) for part in token_parts], dim=1)
+        result.head_tokens = torch.stack([_head_token_terms(frozen, head_share, *part) for part in token_parts], dim=1)
     return result
 
 

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens.images import iterate_batches, square_transform
-from cliplens.interpret.decompose import decompose
+from cliplens.interpret.decompose import ConstantSplit, decompose
 from cliplens.interpret.labels import ArrayLike, _numpy
 from cliplens.maps import ExplanationScores, method_scores, register
 from cliplens.models import LoadedModel
@@ -58,10 +58,11 @@ METHOD = "decomposition"
 
 
 def head_token_terms(
-    loaded: LoadedModel, pixels: torch.Tensor, layers: int
+    loaded: LoadedModel, pixels: torch.Tensor, layers: int, constant_split: ConstantSplit = "reference"
 ) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, int]]:
     """Head x token terms [B, n, H, N, D] of the last ``layers`` layers of [0,1] pixels, their layers and grid."""
-    result = decompose(loaded, TF.normalize(pixels, loaded.mean, loaded.std), tokens=True, last_layers=layers)
+    images = TF.normalize(pixels, loaded.mean, loaded.std)
+    result = decompose(loaded, images, tokens=True, last_layers=layers, constant_split=constant_split)
     assert result.head_tokens is not None  # tokens=True
     return result.head_tokens.cpu(), result.token_layers, result.grid_size
 
@@ -70,8 +71,9 @@ def head_token_terms(
 def decomposition_scores(
     loaded: LoadedModel, pixels: torch.Tensor, text: torch.Tensor, settings: Mapping[str, Any]
 ) -> torch.Tensor:
-    """Zero-shot class maps of the heads of the last ``settings['layers']`` layers (centred over the texts)."""
-    head_tokens, _, grid = head_token_terms(loaded, pixels, settings["layers"])
+    """Zero-shot class maps of the heads of the last ``settings['layers']`` layers (centred over the texts),
+    the constant part split by ``settings['constant_split']``."""
+    head_tokens, _, grid = head_token_terms(loaded, pixels, settings["layers"], settings["constant_split"])
     return torch.from_numpy(zero_shot_segmentation(head_tokens, text.cpu().numpy(), grid))
 
 
@@ -84,9 +86,11 @@ def segmentation_scores(
     resize_mode: str,
     batch_size: int = 32,
     num_workers: int = 0,
+    constant_split: ConstantSplit = "reference",
 ) -> ExplanationScores:
     """Zero-shot class maps [images, C, gh, gw] of the heads of the last ``layers`` layers for the
-    images of ``rows``, at the model's input size with the surgery evaluation's geometry."""
+    images of ``rows``, at the model's input size with the surgery evaluation's geometry
+    (``constant_split``: see :func:`cliplens.interpret.decompose.decompose`)."""
     if not len(labels):
         raise ValueError("zero-shot segmentation needs class names; the dataset has none")
     size = loaded.image_size
@@ -94,6 +98,6 @@ def segmentation_scores(
     text = torch.from_numpy(np.asarray(class_embeddings))
     ids, parts = [], []
     for batch, pixels, _ in iterate_batches(rows, transform, size, batch_size, num_workers, loaded.device):
-        parts.append(method_scores(loaded, METHOD, pixels, text, {"layers": layers}).numpy())
+        parts.append(method_scores(loaded, METHOD, pixels, text, {"layers": layers, "constant_split": constant_split}).numpy())
         ids += batch["image_id"].tolist()
     return ExplanationScores(ids, list(labels), (size, size), {METHOD: np.concatenate(parts)}, np.asarray(class_embeddings))
