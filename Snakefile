@@ -25,6 +25,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/perturbation.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/interpret.smk"
+include: "workflow/rules/groundtruth.smk"
 
 
 rule all:

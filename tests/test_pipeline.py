@@ -114,6 +114,22 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
         ("explain__evaluation__n_boot=60", {"explain_evaluation"}),
         ("explain__sanity_check__images=2", {"explain_sanity_check"}),
         ("interpret__neighbours_k=3", {"interpret_queries"}),
+        (
+            "explain__resnet_surgery=paper",
+            {"explain_maps", "explain_prompt_maps", "explain_sanity_check", "explain_figures", "explain_evaluation"},
+        ),
+        ("interpret__textspan__criterion=normalised", {"textspan_heads", "head_properties", "interpret_queries"}),
+        (
+            "interpret__constant_split=uniform",
+            {
+                "decompose_images",
+                "mean_ablation",
+                "textspan_heads",
+                "head_properties",
+                "interpret_queries",
+                "decomposition_segmentation",
+            },
+        ),
     ],
 )
 def test_each_rule_sees_only_the_keys_it_reads(smoke_run, override, expected):

@@ -225,6 +225,9 @@ def compose_config(config_dir: str | Path, overrides: Iterable[str] = (), check_
         model_overrides = [o for o in overrides if not o.startswith(("model=", "model."))]
         model_cfg = _compose(config_dir, model_overrides + [f"model={option}"])["model"]
         grid[model_cfg["name"]] = model_cfg
+    for model_cfg in grid.values():
+        if model_cfg["source"] == "planted":
+            model_cfg["checkpoint"] = planted_checkpoint(cfg["results_dir"], model_cfg["name"])
     cfg["model_grid"] = grid
     cfg["dataset"]["num_images"] = resolve_num_images(cfg["dataset"])
     validate(cfg, yaml.safe_load(schema_path(config_dir).read_text()), check_registries)
@@ -238,3 +241,8 @@ def resolve_num_images(dataset_cfg: Mapping[str, Any]) -> int:
     from cliplens.datasets import count_image_files
 
     return count_image_files(Path(dataset_cfg["path"]).expanduser())
+
+
+def planted_checkpoint(results_dir: str, model: str) -> str:
+    """Where the workflow writes the checkpoint of a model it trains on the planted world."""
+    return f"{results_dir}/models/{model}/checkpoint.pt"

@@ -192,11 +192,23 @@ def _prepare_folder(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame
     return build_manifest(paths, [index.get(label, -1) for label in labels], names, root=root)
 
 
+def _prepare_planted(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One split of the planted-concept world: images, object masks and every attribute (generated)."""
+    from cliplens.planted import PlantedConfig, write_split
+
+    world = PlantedConfig.from_mapping(cfg["world"])
+    manifest = write_split(world, cfg["split"], out_dir)
+    manifest.attrs["label_names"] = list(world.shapes)
+    manifest.attrs["vocabularies"] = {attribute: list(values) for attribute, values in world.vocabularies().items()}
+    return manifest, pd.DataFrame(columns=REJECT_COLUMNS)
+
+
 PREPARERS: dict[str, Callable[[Mapping[str, Any], Path], tuple[pd.DataFrame, pd.DataFrame]]] = {
     "skimage": _prepare_skimage,
     "imagenet_samples": _prepare_imagenet_samples,
     "coco128": _prepare_coco128,
     "folder": _prepare_folder,
+    "planted": _prepare_planted,
 }
 
 

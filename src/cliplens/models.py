@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_ARCHS = {"vit": "cliplens-tiny-vit", "resnet": "cliplens-tiny-rn"}
-SOURCES = ("open_clip", "checkpoint", "random")
+SOURCES = ("open_clip", "checkpoint", "random", "planted")
+"""``planted``: an open_clip-format checkpoint that the workflow trains itself (rule train_planted_model)."""
 CHECKPOINT_FORMATS = ("auto", "open_clip", "openai")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -173,6 +174,8 @@ def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
     source = cfg["source"]
     if source == "random":
         return None
+    if source == "planted":  # written by the workflow before any job loads it
+        return None
     if source == "checkpoint":
         path = Path(cfg["checkpoint"]).expanduser()
         if not path.is_file():
@@ -204,6 +207,14 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
             module = create_tiny_clip(kind, seed=cfg["seed"])
         provenance.update(random_weights=True, seed=cfg["seed"])
         return module, provenance
+    if source == "planted":
+        path = Path(cfg["checkpoint"])
+        if not path.is_file():
+            raise WeightsUnavailableError(f"{path} does not exist: the workflow's rule train_planted_model writes it")
+        module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
+        provenance.update(checkpoint=str(path), checkpoint_format="open_clip", checkpoint_sha256=sha256_of(path))
+        provenance["random_weights"] = False
+        return module.eval(), provenance
     weights = ensure_weights(cfg)
     if source == "checkpoint":
         assert weights is not None  # ensure_weights returns a path for checkpoints

@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files: no display needed, none opened
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pandas as pd
@@ -160,3 +163,20 @@ def summary_figure(
     axes[0, -1].legend(fontsize=7, title=hue, title_fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, random_weights=random_weights)
+
+
+def training_curve_figure(history: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
+    """Loss per step and, where evaluated, held-out zero-shot accuracy per attribute."""
+    fig, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss_axis.plot(history["step"], history["loss"], linewidth=0.8)
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("contrastive loss")
+    evaluated = history.dropna(axis=0, subset=[c for c in history.columns if c.startswith("accuracy_")][:1])
+    for column in (c for c in history.columns if c.startswith("accuracy_")):
+        accuracy_axis.plot(evaluated["step"], evaluated[column], marker="o", label=column.removeprefix("accuracy_"))
+    accuracy_axis.set_xlabel("step")
+    accuracy_axis.set_ylabel("held-out zero-shot accuracy")
+    accuracy_axis.set_ylim(0, 1)
+    accuracy_axis.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -94,6 +94,16 @@ def interpret_targets():
     )
 
 
+def groundtruth_targets():
+    """Training records of the models the workflow trains; on a planted dataset, the ground-truth report."""
+    targets = [
+        f"{FIGURES}/model={model}/training_curve.png" for model in MODELS if CFG["model_grid"][model]["source"] == "planted"
+    ]
+    if CFG["dataset"]["kind"] == "planted":
+        targets += expand(f"{RESULTS}/groundtruth/model={{model}}/dataset={DATASET}/expectations.md", model=MODELS)
+    return targets
+
+
 def all_targets():
     """Everything `snakemake` builds by default."""
     targets = [f"{RESULTS}/config/resolved.yaml"]
@@ -101,6 +111,7 @@ def all_targets():
     targets += perturbation_targets()
     targets += explain_targets()
     targets += interpret_targets()
+    targets += groundtruth_targets()
     return targets
 
 
@@ -109,3 +120,14 @@ def family_embeddings(wildcards):
     return {"clean": embedding_files(wildcards.model, [CLEAN])} | {
         f"perturbed_{family}": embedding_files(wildcards.model, [family]) for family in FAMILIES
     }
+
+
+def config_slice(section, *keys):
+    """Only the keys of a config section that a job needs, so that editing other keys reruns nothing."""
+    return {key: CFG[section][key] for key in keys}
+
+
+def model_weights(wildcards):
+    """The checkpoint a model is loaded from when the workflow trains it (none otherwise)."""
+    model = CFG["model_grid"][wildcards.model]
+    return [model["checkpoint"]] if model["source"] == "planted" else []

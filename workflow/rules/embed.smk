@@ -1,5 +1,6 @@
 rule embed_images:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/embeddings/model={{model}}/dataset={{dataset}}/perturbation={{family}}/shard={{shard}}.parquet",
@@ -25,6 +26,7 @@ rule embed_images:
 
 rule embed_labels:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",

@@ -4,17 +4,13 @@ EXPLAIN_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain"
 EXPLAIN_REPORT = {"category": "CLIP Surgery", "subcategory": "{model}"}
 
 
-def explain_slice(*keys):
-    """The keys of the explain config a rule reads: a change elsewhere does not rerun it."""
-    return {key: EXPLAIN_CFG[key] for key in keys}
-
-
 GEOMETRY = ("image_size", "resize_mode")
-MAP_SETTINGS = ("methods", "surgery_depth", "templates", *GEOMETRY)
+MAP_SETTINGS = ("methods", "surgery_depth", "resnet_surgery", "templates", *GEOMETRY)
 
 
 rule explain_maps:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/maps.npz",
@@ -31,13 +27,14 @@ rule explain_maps:
         num_workers=CFG["compute"]["num_workers"],
     params:
         model=model_config,
-        explain=explain_slice(*MAP_SETTINGS, "max_images"),
+        explain=config_slice("explain", *MAP_SETTINGS, "max_images"),
     script:
         "../../scripts/explain_maps.py"
 
 
 rule explain_figures:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         maps=rules.explain_maps.output[0],
     output:
@@ -49,7 +46,7 @@ rule explain_figures:
         "../envs/cliplens.yaml"
     params:
         model=model_config,
-        explain=explain_slice("figure_images", *GEOMETRY),
+        explain=config_slice("explain", "figure_images", *GEOMETRY),
         random_weights=random_weights,
     script:
         "../../scripts/explain_figures.py"
@@ -57,6 +54,7 @@ rule explain_figures:
 
 rule explain_prompt_maps:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         figure=report(f"{EXPLAIN_FIGURES}/prompt_overlays.png", caption="../report/explain_prompts.rst", **EXPLAIN_REPORT),
@@ -70,7 +68,7 @@ rule explain_prompt_maps:
         gpu=1,
     params:
         model=model_config,
-        explain=explain_slice(*MAP_SETTINGS, "prompts", "max_images", "figure_images"),
+        explain=config_slice("explain", *MAP_SETTINGS, "prompts", "max_images", "figure_images"),
         random_weights=random_weights,
     script:
         "../../scripts/explain_prompt_maps.py"
@@ -78,6 +76,7 @@ rule explain_prompt_maps:
 
 rule explain_evaluation:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         maps=rules.explain_maps.output[0],
     output:
@@ -96,7 +95,7 @@ rule explain_evaluation:
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
-        explain=explain_slice("evaluation", *GEOMETRY),
+        explain=config_slice("explain", "evaluation", *GEOMETRY),
         random_weights=random_weights,
     script:
         "../../scripts/explain_evaluation.py"
@@ -104,6 +103,7 @@ rule explain_evaluation:
 
 rule explain_sanity_check:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         table=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/sanity_check.csv",
@@ -119,7 +119,7 @@ rule explain_sanity_check:
         gpu=1,
     params:
         model=model_config,
-        explain=explain_slice(*MAP_SETTINGS, "sanity_check"),
+        explain=config_slice("explain", *MAP_SETTINGS, "sanity_check"),
         random_weights=random_weights,
     script:
         "../../scripts/explain_sanity_check.py"

@@ -11,6 +11,7 @@ REPORT = {"category": "Head-level interpretation", "subcategory": "{model}"}
 
 rule embed_text_pool:
     input:
+        weights=model_weights,
         pool=pool_file(INTERPRET_CFG["textspan"]),
     output:
         POOL_EMBEDDINGS,
@@ -30,6 +31,7 @@ rule embed_text_pool:
 
 rule embed_properties:
     input:
+        weights=model_weights,
         properties=properties_file(INTERPRET_CFG["properties"]),
     output:
         f"{RESULTS}/text/model={{model}}/properties.parquet",
@@ -48,6 +50,7 @@ rule embed_properties:
 
 rule decompose_images:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
         directory(f"{INTERPRET}/model={{model}}/dataset={{dataset}}/contributions"),
@@ -67,6 +70,7 @@ rule decompose_images:
         max_images=INTERPRET_CFG["max_images"],
         head_layers=None if INTERPRET_CFG["store_all_heads"] else INTERPRET_CFG["layers"],
         dtype=CFG["embedding"]["dtype"],
+        constant_split=INTERPRET_CFG["constant_split"],
     script:
         "../../scripts/decompose_images.py"
 
@@ -104,6 +108,7 @@ rule textspan_heads:
         layers=INTERPRET_CFG["layers"],
         top_m=INTERPRET_CFG["textspan"]["top_m"],
         rank=INTERPRET_CFG["textspan"]["rank"],
+        criterion=INTERPRET_CFG["textspan"]["criterion"],
         random_weights=random_weights,
     script:
         "../../scripts/textspan_heads.py"
@@ -136,6 +141,7 @@ rule head_properties:
 
 rule interpret_queries:
     input:
+        weights=model_weights,
         store=rules.decompose_images.output[0],
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         labels=rules.head_properties.output.labels,
@@ -171,6 +177,7 @@ rule interpret_queries:
         queries=INTERPRET_CFG["queries"],
         k=INTERPRET_CFG["neighbours_k"],
         layers=INTERPRET_CFG["layers"],
+        constant_split=INTERPRET_CFG["constant_split"],
         templates=INTERPRET_CFG["textspan"]["templates"],
         random_weights=random_weights,
     script:
@@ -179,6 +186,7 @@ rule interpret_queries:
 
 rule decomposition_segmentation:
     input:
+        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         labels=f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
     output:
@@ -197,6 +205,7 @@ rule decomposition_segmentation:
         model=model_config,
         max_images=INTERPRET_CFG["max_images"],
         layers=INTERPRET_CFG["layers"],
+        constant_split=INTERPRET_CFG["constant_split"],
         segmentation=INTERPRET_CFG["segmentation"],
         random_weights=random_weights,
     script:

@@ -37,6 +37,8 @@ rule perturbation_preview:
 
 
 rule embed_drift_labels:
+    input:
+        weights=model_weights,
     output:
         f"{RESULTS}/text/model={{model}}/drift={{label_set}}.parquet",
     log:

@@ -334,3 +334,26 @@ def plot_family_preview(
     fig.suptitle(f"{family} on {image_id}", fontsize=11)
     save_figure(fig, path)
     return fig
+
+
+def plot_attribute_accuracy(table: pd.DataFrame, path: str | os.PathLike, *, model: str, random_weights: bool) -> plt.Figure:
+    """Per family: zero-shot accuracy of each planted attribute over severity (clean at 0, chance dashed)."""
+    clean = table[table["family"] == CLEAN]
+    families = [family for family in dict.fromkeys(table["family"]) if family != CLEAN]
+    columns = min(len(families), 5) or 1
+    rows = -(-len(families) // columns) or 1
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), squeeze=False, sharey=True)
+    for axis in axes.ravel()[len(families) :]:
+        axis.axis("off")
+    for axis, family in zip(axes.ravel(), families):
+        curve = pd.concat([clean, table[table["family"] == family]])
+        for index, (attribute, rows_of) in enumerate(curve.groupby("attribute", sort=False)):
+            colour = plt.get_cmap("tab10")(index)
+            axis.plot(rows_of["severity"], rows_of["accuracy"], marker="o", color=colour, label=attribute)
+            axis.axhline(rows_of["chance"].iloc[0], color=colour, linestyle=":", linewidth=0.8)
+        axis.set_title(family, fontsize=9)
+        axis.set_ylim(0, 1.02)
+        axis.set_xlabel("severity")
+    axes[0, 0].set_ylabel("zero-shot accuracy")
+    axes[0, 0].legend(fontsize=7)
+    return _finish(fig, path, "Planted attributes under perturbation (dotted: chance)", model, "planted", random_weights)

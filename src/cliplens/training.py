@@ -1,0 +1,242 @@
+"""Contrastive training of a small CLIP from scratch, and its zero-shot evaluation by attribute.
+
+Made for the planted-concept world (:mod:`cliplens.planted`): images arrive as uint8 arrays at
+the model's input size, captions as strings. Training is seeded and repeats exactly on CPU: the
+batches come from a ``torch.Generator`` and the model from :func:`create_planted_clip`'s seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import open_clip
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+import cliplens.models  # noqa: F401  (registers the model configs of cliplens with open_clip)
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "cliplens-planted-vit"
+MAX_LOGIT_SCALE = 100.0
+"""CLIP's clamp on the learnable temperature (exp of the logit scale)."""
+
+TEMPLATES = {
+    "colour": "a {} shape",
+    "shape": "a {}",
+    "size": "a {} shape",
+    "position": "a shape at the {}",
+    "background": "a shape on {}",
+}
+"""Zero-shot prompt per attribute, in the words of the planted captions."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings: AdamW with linear warm-up then cosine decay to zero."""
+
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    eval_every: int = 100
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key}: {value!r} is invalid; valid values: an integer >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size: {self.batch_size!r} is invalid; valid values: an integer >= 2")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(
+                f"warmup_steps: {self.warmup_steps!r} is invalid; valid values: an integer in [0, steps={self.steps}]"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr: {self.lr!r} is invalid; valid values: a number > 0")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay: {self.weight_decay!r} is invalid; valid values: a number >= 0")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(
+                f"device: {self.device!r} is invalid; valid values: a torch device such as 'cpu' or 'cuda:0'"
+            ) from error
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        """A validated config from a plain mapping (e.g. parsed YAML)."""
+        fields = sorted(f.name for f in dataclasses.fields(cls))
+        for key in values:
+            if key not in fields:
+                raise ValueError(f"key: {key!r} is invalid; valid values: {fields}")
+        return cls(**values)
+
+
+def create_planted_clip(seed: int = 0) -> tuple[open_clip.CLIP, Callable[[Sequence[str]], torch.Tensor]]:
+    """A randomly initialised ``cliplens-planted-vit`` (seeded, global RNG untouched) and its tokenizer."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(MODEL_NAME, pretrained=None)
+    return model, open_clip.get_tokenizer(MODEL_NAME)
+
+
+def _pixels(model: open_clip.CLIP, images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, S, S, 3] -> float [B, 3, S, S] on the model's device, normalised like its preprocessing."""
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    device = model.logit_scale.device
+    mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
+    return (images.to(device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+
+def _parameter_groups(model: open_clip.CLIP, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not on gains, biases, embeddings of rank 1 or the logit scale)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def lr_factor(cfg: TrainingConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr`` at optimiser step ``step`` (0-based): linear warm-up, then cosine to 0."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching (image, text) pairs."""
+    logits = logit_scale * image_features @ text_features.T
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def train_clip(
+    model: open_clip.CLIP,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    images: np.ndarray,
+    captions: Sequence[str],
+    cfg: TrainingConfig,
+    evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
+    log: logging.Logger = log,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on (uint8 [N, S, S, 3] images, captions); return one row per step.
+
+    Each row holds step, loss, lr and seconds (training time so far, evaluation excluded). Every
+    ``cfg.eval_every`` steps and at the last step, ``evaluate(model)``'s metrics join the row and a
+    progress line is logged. The model is left in eval mode.
+    """
+    if len(images) != len(captions) or len(images) < cfg.batch_size:
+        raise ValueError(
+            f"need as many captions as images and at least batch_size={cfg.batch_size}; got {len(images)} images, {len(captions)} captions"
+        )
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pixels = torch.as_tensor(images)
+    tokens = tokenizer(list(captions))
+    model.to(cfg.device).train()
+    optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
+    history, seconds = [], 0.0
+    for step in range(1, cfg.steps + 1):
+        start = time.perf_counter()
+        batch = torch.randperm(len(pixels), generator=generator)[: cfg.batch_size]
+        image_features, text_features, logit_scale = model(_pixels(model, pixels[batch]), tokens[batch].to(cfg.device))
+        loss = contrastive_loss(image_features, text_features, logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        row = {"step": step, "loss": loss.item(), "lr": float(schedule.get_last_lr()[0])}
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+        seconds += time.perf_counter() - start
+        row["seconds"] = seconds
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            row.update(evaluate(model))
+            model.train()
+            log.info(
+                "step %d/%d  loss %.4f  %.0f s  %s",
+                step,
+                cfg.steps,
+                row["loss"],
+                seconds,
+                "  ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("step", "loss", "lr", "seconds")),
+            )
+        history.append(row)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def zero_shot_predictions(
+    model: open_clip.CLIP,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    images: np.ndarray,
+    vocabularies: Mapping[str, Sequence[str]],
+    templates: Mapping[str, str] = TEMPLATES,
+    batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """Per attribute, the value whose text ``templates[attribute].format(value)`` is closest to each image.
+
+    Images are encoded once (in batches), each attribute's texts once.
+    """
+    model.eval()
+    pixels = torch.as_tensor(images)
+    features = torch.cat(
+        [
+            F.normalize(model.encode_image(_pixels(model, pixels[start : start + batch_size])), dim=-1)
+            for start in range(0, len(pixels), batch_size)
+        ]
+    )
+    predictions = {}
+    for attribute, vocabulary in vocabularies.items():
+        tokens = tokenizer([templates[attribute].format(value) for value in vocabulary]).to(features.device)
+        texts = F.normalize(model.encode_text(tokens), dim=-1)
+        predictions[attribute] = np.asarray(vocabulary)[(features @ texts.T).argmax(-1).cpu().numpy()]
+    return predictions
+
+
+def zero_shot_accuracies(
+    model: open_clip.CLIP,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    images: np.ndarray,
+    records: pd.DataFrame,
+    vocabularies: Mapping[str, Sequence[str]],
+    templates: Mapping[str, str] = TEMPLATES,
+) -> dict[str, float]:
+    """Per attribute, the share of images whose zero-shot prediction equals ``records[attribute]``."""
+    for attribute in vocabularies:
+        if attribute not in records.columns or attribute not in templates:
+            raise ValueError(
+                f"attribute: {attribute!r} is invalid; valid values: {sorted(set(records.columns) & set(templates))}"
+            )
+    predictions = zero_shot_predictions(model, tokenizer, images, vocabularies, templates)
+    return {attribute: float(np.mean(predicted == records[attribute].to_numpy())) for attribute, predicted in predictions.items()}
+
+
+def zero_shot_accuracy(
+    model: open_clip.CLIP,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    images: np.ndarray,
+    records: pd.DataFrame,
+    attribute: str,
+    vocabulary: Sequence[str],
+    template: str,
+) -> float:
+    """Share of images whose zero-shot prediction over ``vocabulary`` equals ``records[attribute]``."""
+    return zero_shot_accuracies(model, tokenizer, images, records, {attribute: vocabulary}, {attribute: template})[attribute]
