@@ -72,7 +72,7 @@ rule groundtruth_maps:
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
-        dataset=config_slice("dataset", "split", "world"),
+        dataset=lambda wildcards: config_slice("dataset", "split", "world"),
         explain=config_slice("explain", "methods", "surgery_depth", "resnet_surgery", "evaluation"),
         interpret=config_slice("interpret", "layers", "constant_split"),
         random_weights=random_weights,
