@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,9 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/planted.csv")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for noisy in ("root", "open_clip"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("cliplens").setLevel(logging.INFO)  # progress lines; open_clip logs on the root logger
     torch.set_num_threads(args.threads)
 
     world = PlantedConfig(counts={"train": args.train, "test": args.test, "test_shifted": args.test_shifted})
@@ -97,7 +97,8 @@ def main() -> None:
                 "worst group (shape)": worst_group_accuracy(predicted["shape"], records),
             }
         )
-    print(f"{hardware()}; generation {generate_seconds:.1f} s for {sum(world.counts.values())} images; {cfg}")
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{hardware()}; load average {load}; generation {generate_seconds:.1f} s for {sum(world.counts.values())} images; {cfg}")
     print(write_table(rows, args.out))
 
 
