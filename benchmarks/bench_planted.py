@@ -98,7 +98,9 @@ def main() -> None:
             }
         )
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{hardware()}; load average {load}; generation {generate_seconds:.1f} s for {sum(world.counts.values())} images; {cfg}")
+    print(
+        f"{hardware()}; load average {load}; generation {generate_seconds:.1f} s for {sum(world.counts.values())} images; {cfg}"
+    )
     print(write_table(rows, args.out))
 
 

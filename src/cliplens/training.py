@@ -43,13 +43,13 @@ TEMPLATES = {
 class TrainingConfig:
     """Optimisation settings: AdamW with linear warm-up then cosine decay to zero."""
 
-    steps: int = 1000
+    steps: int = 600
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
     seed: int = 0
-    eval_every: int = 200
+    eval_every: int = 100
     device: str = "cpu"
 
     def __post_init__(self) -> None:
