@@ -235,8 +235,8 @@ def _preferred_probability(cfg: PlantedConfig, split: str) -> float:
 
 
 def _pixel_grid(size: int) -> Grid:
-    rows, columns = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
-    return rows, columns
+    x, y = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    return x, y
 
 
 def _draw_object(cfg: PlantedConfig, rng: np.random.Generator, position: str) -> dict[str, Any]:
