@@ -1,5 +1,4 @@
 # CLIP Surgery (Li et al., 2025): explanation maps, multimodal visualisation, evaluation, sanity check.
-EXPLAIN_CFG = CFG["explain"]
 EXPLAIN_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/explain"
 EXPLAIN_REPORT = {"category": "CLIP Surgery", "subcategory": "{model}"}
 
