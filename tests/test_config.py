@@ -49,6 +49,13 @@ def test_families_mapping_replaces_the_grid_and_nested_keys_edit_one_family():
         compose_config(CONFIG, ["perturbation=smoke", "perturbation.families.contrast.amount=[1,2,3,4,5]"])
 
 
+def test_a_nested_family_edit_applies_to_a_replaced_family_mapping():
+    cfg = compose_config(
+        CONFIG, ["perturbation.families={contrast: {}, rotation: {}}", "perturbation.families.rotation.degrees=[2,4,8,16,32]"]
+    )
+    assert cfg["perturbation"]["families"] == {"contrast": {}, "rotation": {"degrees": [2, 4, 8, 16, 32]}}
+
+
 def test_model_grid_composes_each_model():
     cfg = compose_config(CONFIG, ["model=tiny_random", "models=[tiny_random_resnet,vit_b_16_openai]"])
     assert list(cfg["model_grid"]) == ["tiny_random", "tiny_random_resnet", "vit_b_16_openai"]
@@ -77,7 +84,7 @@ def test_open_clip_model_name_derives_from_arch_and_tag():
         (["model.precision=fp8"], ["model.precision", "bf16"]),
         (["embedding.templates=fancy"], ["fancy", "openai_imagenet"]),
         (["dataset=folder"], ["dataset.path"]),
-        (["dataset.mirror=/does/not/exist"], ["dataset.mirror", "not a directory"]),
+        (["dataset.mirror=/does/not/exist"], ["dataset.mirror", "does not exist"]),
         (["model=checkpoint"], ["model.checkpoint"]),
         (["perturbation.families={warp:{}}"], ["warp", "gaussian_noise"]),
         (["perturbation.families={rotation:{angle:[1,2,3,4,5]}}"], ["angle", "degrees"]),

@@ -59,7 +59,10 @@ def test_large_grid_plans_in_bounded_time(image_folder, tmp_path):
     extra = [name for name, family in FAMILIES.items() if name not in default["families"] and not family.needs_mask]
     families = [*default["families"], *extra][:20]
     models = ["tiny_random_resnet", "vit_b_32_openai", "vit_b_16_openai", "rn50_openai"]  # beside tiny_random
+    labels = tmp_path / "labels.csv"  # labelled: the statistics and their figures are planned too
+    labels.write_text("file,label\n00000.jpg,a\n00001.jpg,b\n")
     config = folder_dataset(image_folder, 1000) + [
+        f"dataset__labels_csv={labels}",
         f"models=[{','.join(models)}]",
         "perturbation=default",
         "perturbation__families={" + ", ".join(f"{name}: {{}}" for name in families) + "}",

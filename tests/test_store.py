@@ -65,3 +65,13 @@ def test_wrong_embedding_width_is_refused(tmp_path):
     with pytest.raises(ValueError, match="expected"):
         with EmbeddingWriter(tmp_path / "x.parquet", schema) as writer:
             writer.write(_rows(2), np.ones((2, 5), np.float32))
+
+
+def test_a_rerun_removes_the_temporary_an_interrupted_writer_left(tmp_path):
+    path = tmp_path / "shard=00000.parquet"
+    stale = tmp_path / ".shard=00000.parquet.4242.tmp"  # a writer killed outright (SIGKILL) leaves this
+    stale.write_bytes(b"partial")
+    schema = embedding_schema(IMAGE_FIELDS, 4, "float32", {})
+    with EmbeddingWriter(path, schema) as writer:
+        writer.write(_rows(2), np.ones((2, 4)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

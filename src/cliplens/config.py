@@ -119,6 +119,16 @@ def schema_path(config_dir: Path) -> Path:
 
 def _schema_error_message(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<root>"
+    if error.validator == "type" and "integer" in (error.validator_value or []) and isinstance(error.instance, float):
+        return f"{key}={error.instance!r} must be a whole number written without a decimal point or exponent"
+    if error.validator in ("minItems", "maxItems"):
+        bounds = (error.schema.get("minItems"), error.schema.get("maxItems"))
+        if bounds[0] == bounds[1]:
+            needed = f"exactly {bounds[0]}"
+        else:
+            needed = f"at least {bounds[0]}" if error.validator == "minItems" else f"at most {bounds[1]}"
+        per_severity = " (one per severity 1-5)" if bounds == (5, 5) else ""
+        return f"{key}: {needed} values needed{per_severity}; {len(error.instance)} given: {error.instance!r}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -128,10 +138,22 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
+def _is_strict_integer(checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+STRICT_VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+)
+"""Draft 2020-12 with one change: an integer key rejects floats such as 6.0 or 1e3 (JSON Schema
+would accept a float with no fractional part), so a typo never reaches a job as a float."""
+
+
 def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any], check_registries: bool = True) -> None:
     """Check a resolved config against the schema and (unless told not to) the registries of models,
     perturbations and templates, which import torch and open_clip; raise ConfigError on the first problem."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = STRICT_VALIDATOR(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
@@ -177,33 +199,82 @@ def _validate_model(model_cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"model.checkpoint={path!r} is not a file")
 
 
+def validate_device(model_cfg: Mapping[str, Any]) -> None:
+    """The configured device must exist on this machine (checked where jobs run locally)."""
+    import torch
+
+    device = model_cfg["device"]
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= available:
+            raise ConfigError(
+                f"model.device={device!r} but this machine has {available} CUDA devices; "
+                "use model.device=auto (CUDA when present, else CPU) or model.device=cpu"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device='mps' but MPS is not available here; use model.device=auto or cpu")
+
+
+def _check_directory(key: str, value: str | None) -> None:
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ConfigError(f"dataset.{key}={value!r} does not exist (resolved: {path.absolute()})")
+    if not path.is_dir():
+        raise ConfigError(f"dataset.{key}={value!r} is a file; give the folder that holds the images")
+
+
 def _validate_dataset(dataset_cfg: Mapping[str, Any]) -> None:
-    for key in ("mirror", "path"):
-        value = dataset_cfg.get(key)
-        if value is not None and not Path(value).expanduser().is_dir():
-            raise ConfigError(f"dataset.{key}={value!r} is not a directory")
-    if dataset_cfg["kind"] == "folder" and dataset_cfg["path"] is None:
-        raise ConfigError("dataset=folder needs dataset.path=/some/dir")
+    from cliplens.datasets import DatasetError, read_labels_csv
+
     csv = dataset_cfg.get("labels_csv")
     if csv is not None and not Path(csv).expanduser().is_file():
         raise ConfigError(f"dataset.labels_csv={csv!r} is not a file")
+    if csv is not None:
+        try:
+            read_labels_csv(csv)
+        except DatasetError as error:
+            raise ConfigError(f"dataset.labels_csv: {error}") from error
 
 
-def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
+def _split_replacements(overrides: list[str]) -> tuple[list[str], dict[str, Any], list[tuple[str, Any]]]:
     """Separate overrides that replace a whole user-extensible mapping (Hydra would merge them);
-    let keys inside those mappings be added, not only overridden."""
+    let keys inside those mappings be added, not only overridden. Returns (Hydra overrides,
+    replaced mappings, edits inside a replaced mapping: applied to the replacement, not lost)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    kept, replacements = [], {}
+    def value(override: str) -> Any:
+        return OverridesParser.create().parse_overrides([override])[0].value()
+
+    kept, replacements, nested = [], {}, []
     for override in overrides:
         key = override.partition("=")[0]
         if key in REPLACED_MAPPINGS:
-            replacements[key] = OverridesParser.create().parse_overrides([override])[0].value()
+            replacements[key] = value(override)
         elif key.startswith(tuple(f"{m}." for m in REPLACED_MAPPINGS)):
-            kept.append(f"++{override}")  # entries of these mappings may be new (validated later)
+            nested.append(override)
         else:
             kept.append(override)
-    return kept, replacements
+    edits = []
+    for override in nested:
+        key = override.partition("=")[0]
+        if any(key.startswith(f"{mapping}.") for mapping in replacements):
+            edits.append((key, value(override)))
+        else:
+            kept.append(f"++{override}")  # entries of these mappings may be new (validated later)
+    return kept, replacements, edits
+
+
+def _set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
 
 
 def compose_config(config_dir: str | Path, overrides: Iterable[str] = (), check_registries: bool = True) -> dict[str, Any]:
@@ -213,11 +284,10 @@ def compose_config(config_dir: str | Path, overrides: Iterable[str] = (), check_
     validated workflow.
     """
     config_dir = Path(config_dir)
-    overrides, replacements = _split_replacements(list(overrides))
+    overrides, replacements, edits = _split_replacements(list(overrides))
     cfg = _compose(config_dir, overrides)
-    for dotted, value in replacements.items():
-        section, key = dotted.split(".")
-        cfg[section][key] = value
+    for dotted, value in [*replacements.items(), *edits]:
+        _set_dotted(cfg, dotted, value)
     grid = {cfg["model"]["name"]: cfg["model"]}
     for option in cfg.get("models") or []:
         if option not in group_options(config_dir, "model"):
@@ -235,12 +305,24 @@ def compose_config(config_dir: str | Path, overrides: Iterable[str] = (), check_
 
 
 def resolve_num_images(dataset_cfg: Mapping[str, Any]) -> int:
-    """Declared dataset size, or for a folder the number of image files in it (cheap: a directory walk)."""
-    if dataset_cfg.get("num_images") is not None:
-        return int(dataset_cfg["num_images"])
-    from cliplens.datasets import count_image_files
+    """Declared dataset size, or for a folder the number of image files in it (cheap: a directory walk).
 
-    return count_image_files(Path(dataset_cfg["path"]).expanduser())
+    The folder (and a mirror) must exist and, for a folder, hold at least one image file.
+    """
+    _check_directory("mirror", dataset_cfg.get("mirror"))
+    if dataset_cfg.get("num_images") is not None:
+        return dataset_cfg["num_images"]  # the schema checks its type
+    if dataset_cfg["kind"] == "folder" and dataset_cfg["path"] is None:
+        raise ConfigError("dataset=folder needs dataset.path=/some/dir")
+    from cliplens.datasets import IMAGE_SUFFIXES, count_image_files
+
+    _check_directory("path", dataset_cfg["path"])
+    count = count_image_files(Path(dataset_cfg["path"]).expanduser())
+    if count == 0:
+        raise ConfigError(
+            f"dataset.path={dataset_cfg['path']!r} holds no image file (searched recursively for {sorted(IMAGE_SUFFIXES)})"
+        )
+    return count
 
 
 def planted_checkpoint(results_dir: str, model: str) -> str:

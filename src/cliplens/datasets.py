@@ -1,7 +1,10 @@
 """Datasets: preparing a normalised manifest (Parquet) and a rejects file for every dataset kind.
 
 Manifest columns: image_id, path, label, label_index, width, height, mask_path (null without masks).
-Unreadable images go to the rejects table (path, reason) and are skipped.
+Paths below the manifest's folder are stored relative to it (the project can move), others absolute;
+:func:`read_manifest` returns them absolute. Unreadable images (corrupt, truncated, dangling or
+looping links) go to the rejects table (path, reason) and are skipped; a dataset without one
+readable image is an error.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from cliplens.download import download, safe_extract_zip
+from cliplens.download import LOCK_FILE, ArchiveLock, download, safe_extract_zip, verify_archive
 from cliplens.io import atomic_output
 
 log = logging.getLogger(__name__)
@@ -45,14 +49,48 @@ SKIMAGE_SAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
+class DatasetError(ValueError):
+    """A dataset cannot be prepared; the message names the files and the way out."""
+
+
 def count_image_files(root: Path) -> int:
-    """Number of image files below ``root`` (by suffix): a directory walk, cheap for 50k files."""
+    """Number of image files below ``root`` (by suffix, links included): a directory walk, cheap for 50k files."""
     return sum(Path(name).suffix.lower() in IMAGE_SUFFIXES for _, _, names in os.walk(root) for name in names)
 
 
 def list_image_files(root: Path) -> list[Path]:
-    """Image files below ``root`` (by suffix), sorted for a stable order."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files below ``root`` (by suffix), sorted for a stable order; links are listed even when
+    dangling or looping, so that they reach the rejects table instead of vanishing."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_symlink() or p.is_file()))
+
+
+def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """The labels of a folder dataset: a CSV with columns ``file`` (relative to the folder) and ``label``.
+
+    Raises DatasetError for missing columns, empty cells and a file listed twice with different labels.
+    """
+    try:
+        table = pd.read_csv(Path(path).expanduser(), dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: not a readable CSV ({error})") from error
+    if not {"file", "label"} <= set(table.columns):
+        raise DatasetError(f"{path} needs columns 'file' and 'label'; has {list(table.columns)}")
+    table["file"] = [os.path.normpath(name.strip()) for name in table["file"]]
+    table["label"] = table["label"].str.strip()
+    empty = table[(table["file"] == ".") | (table["label"] == "")]
+    if len(empty):
+        raise DatasetError(f"{path}: {len(empty)} rows with an empty file or label, first at line {empty.index[0] + 2}")
+    labels_per_file = table.groupby("file")["label"].unique()
+    conflicts = labels_per_file[labels_per_file.map(len) > 1]
+    if len(conflicts):
+        file, labels = next(iter(conflicts.items()))
+        raise DatasetError(
+            f"{path}: {len(conflicts)} files listed with different labels, e.g. {file!r}: {sorted(labels)}; keep one row per file"
+        )
+    repeated = int(table["file"].duplicated().sum())
+    if repeated:
+        log.warning("%s: %d repeated rows (same file and label) ignored", path, repeated)
+    return dict(zip(table["file"], table["label"]))
 
 
 def inspect_image(path: Path) -> tuple[int, int]:
@@ -73,7 +111,8 @@ def build_manifest(
 
     Labels go by index, not name: label sets can repeat a name (ImageNet has two 'sunglasses').
     """
-    rows, rejects = [], []
+    rows: list[dict[str, Any]] = []
+    rejects = []
     for i, path in enumerate(paths):
         try:
             width, height = inspect_image(path)
@@ -85,7 +124,7 @@ def build_manifest(
         rows.append(
             {
                 "image_id": image_id,
-                "path": str(path.resolve()),
+                "path": str(path.absolute()),
                 "label": label_names[label_indices[i]] if label_indices[i] >= 0 else "",
                 "label_index": label_indices[i],
                 "width": width,
@@ -94,8 +133,26 @@ def build_manifest(
             }
         )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({"label_index": "int64", "width": "int64", "height": "int64"})
+    manifest["image_id"] = unique_image_ids(manifest["image_id"].tolist(), manifest["path"].tolist(), root)
     manifest.attrs["label_names"] = label_names
     return manifest, pd.DataFrame(rejects, columns=REJECT_COLUMNS)
+
+
+def unique_image_ids(ids: list[str], paths: list[str], root: Path | None) -> list[str]:
+    """Image ids made unique: files that share a stem (``dup.jpg``, ``dup.png``) keep their suffix."""
+    counts = pd.Series(ids).value_counts()
+    clashing = set(counts[counts > 1].index)
+    if not clashing:
+        return ids
+    log.warning("%d image ids shared by files of the same stem (e.g. %r): those keep their suffix", len(clashing), min(clashing))
+    unique = [
+        (str(Path(path).relative_to(root.absolute())) if root else Path(path).name) if image_id in clashing else image_id
+        for image_id, path in zip(ids, paths)
+    ]
+    repeated = sorted({i for i in unique if unique.count(i) > 1})
+    if repeated:
+        raise DatasetError(f"image ids {repeated[:5]} are not unique even with their suffix; rename those files")
+    return unique
 
 
 def _prepare_skimage(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,12 +178,18 @@ def _source_root(cfg: Mapping[str, Any], out_dir: Path, marker: str) -> Path:
     if cfg.get("mirror"):
         return Path(cfg["mirror"]).expanduser().resolve()
     extracted = out_dir / "source"
-    if not list(extracted.rglob(marker)):
+    if not extracted.is_dir():  # extracted in a staging folder, renamed when every archive is in
+        lock = ArchiveLock(out_dir / LOCK_FILE)
+        staging = out_dir / ".source.extracting"
+        shutil.rmtree(staging, ignore_errors=True)
         for archive in cfg["archives"]:
             local = out_dir / "downloads" / Path(archive["url"]).name
-            if not local.exists():
-                download(archive["url"], local, archive["sha256"])
-            safe_extract_zip(local, extracted)
+            if local.exists():
+                verify_archive(local, archive["url"], archive["sha256"], lock)
+            else:
+                download(archive["url"], local, archive["sha256"], lock)
+            safe_extract_zip(local, staging)
+        os.replace(staging, extracted)
     candidates = sorted({p.parent for p in extracted.rglob(marker)})
     if not candidates:
         raise FileNotFoundError(f"no {marker} found in the extracted archives under {extracted}")
@@ -182,14 +245,20 @@ def _prepare_folder(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame
     paths = list_image_files(root)
     labels, names = [""] * len(paths), []
     if cfg.get("labels_csv"):
-        table = pd.read_csv(Path(cfg["labels_csv"]).expanduser(), dtype=str)
-        if not {"file", "label"} <= set(table.columns):
-            raise ValueError(f"{cfg['labels_csv']} needs columns 'file' and 'label'; has {list(table.columns)}")
-        by_file = dict(zip(table["file"], table["label"]))
-        labels = [by_file.get(str(p.relative_to(root)), "") for p in paths]
+        by_file = read_labels_csv(cfg["labels_csv"])
+        files = [str(p.relative_to(root)) for p in paths]
+        labels = [by_file.get(file, "") for file in files]
         names = sorted({label for label in labels if label})
+        csv = cfg["labels_csv"]
+        _log_unmatched(f"rows of {csv} name no image file of the folder", sorted(set(by_file) - set(files)))
+        _log_unmatched(f"images have no row in {csv} and stay unlabelled", [f for f in files if f not in by_file])
     index = {name: i for i, name in enumerate(names)}
     return build_manifest(paths, [index.get(label, -1) for label in labels], names, root=root)
+
+
+def _log_unmatched(what: str, names: list[str]) -> None:
+    if names:
+        log.warning("%d %s, e.g. %s", len(names), what, names[:3])
 
 
 def _prepare_planted(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -215,7 +284,15 @@ PREPARERS: dict[str, Callable[[Mapping[str, Any], Path], tuple[pd.DataFrame, pd.
 def prepare(cfg: Mapping[str, Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepare a dataset config's manifest and rejects (fetching or extracting into out_dir when needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return PREPARERS[cfg["kind"]](cfg, out_dir)
+    manifest, rejects = PREPARERS[cfg["kind"]](cfg, out_dir)
+    if manifest.empty:
+        examples = "; ".join(f"{row.path}: {row.reason}" for row in rejects.head(3).itertuples())
+        raise DatasetError(
+            f"dataset {cfg.get('name', cfg['kind'])!r} has no readable image: {len(rejects)} files rejected"
+            + (f" (e.g. {examples})" if examples else "")
+            + f"; image files count by suffix: {sorted(IMAGE_SUFFIXES)}"
+        )
+    return manifest, rejects
 
 
 def write_manifest(manifest: pd.DataFrame, rejects: pd.DataFrame, manifest_path: Path, rejects_path: Path) -> None:
@@ -223,7 +300,9 @@ def write_manifest(manifest: pd.DataFrame, rejects: pd.DataFrame, manifest_path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    base = manifest_path.parent.absolute()
+    stored = manifest.assign(**{column: _relative_paths(manifest[column], base) for column in ("path", "mask_path")})
+    table = pa.Table.from_pandas(stored, preserve_index=False)
     table = table.replace_schema_metadata({MANIFEST_METADATA_KEY: json.dumps(manifest.attrs).encode()})
     with atomic_output(manifest_path) as tmp:
         pq.write_table(table, tmp)
@@ -238,8 +317,23 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
     table = pq.read_table(path)
     manifest = table.to_pandas()
+    base = Path(path).parent.absolute()
+    for column in ("path", "mask_path"):
+        manifest[column] = [None if p is None else str(base / p) if not os.path.isabs(p) else p for p in manifest[column]]
     manifest.attrs.update(json.loads((table.schema.metadata or {}).get(MANIFEST_METADATA_KEY, b"{}")))
     return manifest
+
+
+def _relative_paths(paths: pd.Series, base: Path) -> list[str | None]:
+    """Paths below ``base`` relative to it, others absolute (None stays None)."""
+    stored: list[str | None] = []
+    for path in paths:
+        if path is None or (isinstance(path, float) and np.isnan(path)):
+            stored.append(None)
+            continue
+        absolute = Path(os.path.abspath(path))
+        stored.append(str(absolute.relative_to(base)) if absolute.is_relative_to(base) else str(absolute))
+    return stored
 
 
 def shard_rows(manifest: pd.DataFrame, shard: int, shard_size: int) -> pd.DataFrame:

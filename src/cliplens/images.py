@@ -35,6 +35,27 @@ def preprocess_without_normalize(preprocess: Mapping[str, Any]) -> Callable[[Ima
     return Compose([step for step in steps if not isinstance(step, Normalize)])
 
 
+HIGH_BIT_DEPTH_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+"""Single-channel modes Pillow opens 16-bit and float images in, and the value that is full white:
+16-bit PNGs and TIFFs open as ``I;16*`` or ``I`` (0..65535), float TIFFs as ``F`` (taken as 0..1)."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image``. Pillow's ``convert("RGB")`` clips 16-bit and float images to
+    0..255, turning a 16-bit photo white; those are scaled by their full range instead."""
+    white = HIGH_BIT_DEPTH_MODES.get(image.mode)
+    if white is None:
+        return image.convert("RGB")
+    values = np.asarray(image, dtype=np.float64) * (255.0 / white)
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file as 8-bit RGB (see :func:`to_rgb`)."""
+    with Image.open(path) as image:
+        return to_rgb(image)
+
+
 class ManifestImages(torch.utils.data.Dataset):
     """Manifest rows as [0,1] pixel tensors; unreadable files yield ok=False instead of raising."""
 
@@ -49,8 +70,7 @@ class ManifestImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor, bool, str]:
         try:
-            with Image.open(self.paths[index]) as image:
-                pixels = self.transform(image.convert("RGB"))
+            pixels = self.transform(load_rgb(self.paths[index]))
             mask = self._mask(index)
             return index, pixels, mask, True, ""
         except Exception as error:  # a corrupt file must not stop the run

@@ -7,6 +7,7 @@ interrupted job never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -22,12 +23,41 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0o666 minus the umask).
+
+    Linux reports the umask in /proc; elsewhere it is read by setting and restoring it.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove temporary files an interrupted writer of ``path`` left beside it (``.<name>.*.tmp``).
+
+    Snakemake never runs two jobs writing the same output at once, so any such file is stale.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block completes."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block completes.
+
+    The file gets the mode a plain ``open()`` would give it (mkstemp alone makes it owner-only),
+    and temporaries an interrupted earlier attempt left behind are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, default_file_mode())
     os.close(handle)
     try:
         yield Path(tmp)
@@ -77,6 +107,7 @@ class EmbeddingWriter:
 
     def __enter__(self) -> EmbeddingWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.path)
         self._writer = pq.ParquetWriter(self._tmp, self.schema, use_dictionary=False, compression="zstd")
         return self
 
@@ -133,10 +164,8 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -65,14 +65,21 @@ def output_name(figure: str) -> str:
     return figure.replace("/", "_")
 
 
+def labelled(dataset_cfg: Mapping[str, Any]) -> bool:
+    """Whether a dataset has labels: every kind but a folder given without ``dataset.labels_csv``."""
+    return dataset_cfg["kind"] != "folder" or dataset_cfg["labels_csv"] is not None
+
+
 def interpret_figure_names(cfg: Mapping[str, Any]) -> list[str]:
     """Every figure of the head-level interpretation of the configured dataset (names without .png):
-    segmentation needs class names (a folder without labels has none), its evaluation masks (coco128)."""
-    names = ["mean_ablation", "textspan", "head_properties", "interpretability_metrics"]
+    mean-ablation and segmentation need class names (a folder without labels has none), the
+    segmentation's evaluation masks (coco128)."""
+    names = ["mean_ablation"] if labelled(cfg["dataset"]) else []
+    names += ["textspan", "head_properties", "interpretability_metrics"]
     names += ["property_neighbours", "head_image_neighbours", "head_text_neighbours"]
     names += [name for group in query_map_names(cfg["interpret"]["queries"]) for name in group]
     dataset = cfg["dataset"]
-    if dataset["kind"] != "folder" or dataset["labels_csv"] is not None:
+    if labelled(dataset):
         names.append("segmentation")
     if dataset["kind"] == "coco128":
         names.append("segmentation_evaluation")
@@ -90,7 +97,7 @@ def pool_file(textspan_cfg: Mapping[str, Any]) -> Path:
     """The text file of the configured pool (a paper pool is checked against its pinned SHA-256)."""
     pool = textspan_cfg["pool"]
     if pool == "builtin":
-        return BUILTIN_POOL
+        return within_workdir(BUILTIN_POOL)
     if pool in TEXTSPAN_POOLS:
         return textspan_pool_path(pool, textspan_cfg["pool_dir"])
     return Path(pool).expanduser()
@@ -98,4 +105,10 @@ def pool_file(textspan_cfg: Mapping[str, Any]) -> Path:
 
 def properties_file(path: str | None) -> Path:
     """The property descriptions file: the configured one, or the built-in one."""
-    return PROPERTIES_FILE if path is None else Path(path).expanduser()
+    return within_workdir(PROPERTIES_FILE) if path is None else Path(path).expanduser()
+
+
+def within_workdir(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it: a job input that names a
+    file of the project then stays the same when the project directory moves."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path

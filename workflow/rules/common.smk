@@ -1,5 +1,5 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
-from cliplens.planning import CLEAN, decomposable, interpret_figure_names, num_shards
+from cliplens.planning import CLEAN, decomposable, interpret_figure_names, labelled, num_shards
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
@@ -29,17 +29,35 @@ def model_config(wildcards):
     return CFG["model_grid"][wildcards.model]
 
 
-def perturbation_config(wildcards):
+def family_config(family):
     """One family's slice of the perturbation grid (clean needs none)."""
-    if wildcards.family == CLEAN:
+    if family == CLEAN:
         return {"family": CLEAN}
     grid = CFG["perturbation"]
     return {
-        "family": wildcards.family,
-        "params": grid["families"][wildcards.family] or {},
+        "family": family,
+        "params": grid["families"][family] or {},
         "severities": sorted(grid["severities"]),
         "seeds": grid["seeds"],
         "backend": grid["backend"],
+    }
+
+
+def perturbation_config(wildcards):
+    """The slice of the perturbation grid of the job's family."""
+    return family_config(wildcards.family)
+
+
+def embedding_params(wildcards, families=None):
+    """What the embedding shards a job reads were computed from: the model, the storage dtype and
+    every family's slice (default: clean and all families). As params of the reading job, a change
+    reruns it even when an interrupted rerun removed the changed shards together with their record:
+    Snakemake rebuilds a missing intermediate file only for a job that has to run anyway."""
+    families = [CLEAN, *FAMILIES] if families is None else families
+    return {
+        "model": model_config(wildcards),
+        "dtype": CFG["embedding"]["dtype"],
+        "families": {family: family_config(family) for family in families},
     }
 
 
@@ -53,14 +71,18 @@ def embedding_files(model, families):
 
 
 onstart:
-    # Stop before any job writes output when a model's pretrained weights cannot be had.
+    # Stop before any job writes output when a model's pretrained weights cannot be had, or (jobs
+    # running on this machine) its device does not exist here.
+    from cliplens.config import ConfigError, validate_device
     from cliplens.models import WeightsUnavailableError, ensure_weights
 
     for model_cfg in CFG["model_grid"].values():
         try:
+            if workflow.local_exec:
+                validate_device(model_cfg)
             ensure_weights(model_cfg)
-        except WeightsUnavailableError as error:
-            raise WorkflowError(str(error)) from None
+        except (ConfigError, WeightsUnavailableError) as error:
+            raise WorkflowError(f"cliplens configuration: {error}") from None
 
 
 def random_weights(wildcards):
@@ -68,9 +90,22 @@ def random_weights(wildcards):
     return CFG["model_grid"][wildcards.model]["source"] == "random"
 
 
+LABELLED = labelled(CFG["dataset"])
+if not LABELLED and workflow.is_main_process:
+    from snakemake.logging import logger
+
+    logger.warning(
+        f"cliplens: dataset {DATASET!r} has no labels (dataset.labels_csv is not set), so what needs labels is left out: "
+        "perturbation statistics and figures, label explanation maps and their evaluation, mean-ablation and "
+        "segmentation; embeddings and their summary, previews, free-text prompt maps and the other head-level analyses run"
+    )
+
+
 def perturbation_targets():
     targets = [f"{PERTURBATION}/dataset={DATASET}/plan.parquet"]
     targets += expand(f"{FIGURES}/dataset={DATASET}/perturbation/preview_{{family}}.png", family=FAMILIES)
+    if not LABELLED:
+        return targets + [shard for model in MODELS for shard in embedding_files(model, [CLEAN, *FAMILIES])]
     for model in MODELS:
         base = f"{FIGURES}/model={model}/dataset={DATASET}/perturbation"
         targets += [f"{base}/drop_heatmaps.png", f"{PERTURBATION}/model={model}/dataset={DATASET}/aggregate.csv"]
@@ -81,8 +116,10 @@ def perturbation_targets():
 
 
 def explain_targets():
+    """Explanation figures; without labels only the free-text prompt maps."""
     base = f"{FIGURES}/model={{model}}/dataset={DATASET}/explain"
     names = ["overlays", "prompt_overlays", "segmentation", "evaluation", "deletion_insertion", "sanity_check"]
+    names = names if LABELLED else ["prompt_overlays"]
     return expand(f"{base}/{{name}}.png", model=MODELS, name=names)
 
 

@@ -62,5 +62,7 @@ rule summarise_embeddings:
         "logs/summarise_embeddings/{model}/{dataset}.log",
     conda:
         "../envs/cliplens.yaml"
+    params:
+        embeddings=lambda wc: embedding_params(wc, [CLEAN]),
     script:
         "../../scripts/summarise_embeddings.py"

@@ -47,6 +47,7 @@ rule groundtruth_perturbation:
         "../envs/cliplens.yaml"
     params:
         model=model_config,
+        embeddings=embedding_params,
         random_weights=random_weights,
     script:
         "../../scripts/groundtruth_perturbation.py"

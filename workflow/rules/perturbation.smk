@@ -80,6 +80,7 @@ rule perturbation_stats:
         "../envs/cliplens.yaml"
     params:
         stats=CFG["stats"],
+        embeddings=embedding_params,
         families=FAMILIES,
         label_sets=LABEL_SETS,
     script:

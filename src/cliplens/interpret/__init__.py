@@ -43,3 +43,33 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     unknown = sorted(set(interpret_cfg["queries"]["properties"]) - set(properties))
     if unknown:
         raise ConfigError(f"interpret.queries.properties: {unknown} unknown; valid: {sorted(properties)}")
+    for model_cfg in cfg["model_grid"].values():
+        _validate_heads(interpret_cfg, model_cfg)
+
+
+def _validate_heads(interpret_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> None:
+    """``interpret.queries.heads`` must name heads the model has and the decomposition stores
+    (every layer with ``store_all_heads``, else the last ``layers``); checked where the architecture is known."""
+    import open_clip
+
+    from cliplens.planning import decomposable
+
+    requested = interpret_cfg["queries"]["heads"]
+    vision = (open_clip.get_model_config(model_cfg["arch"]) or {}).get("vision_cfg", {}) if model_cfg.get("arch") else {}
+    if not requested or not decomposable(model_cfg) or not isinstance(vision.get("layers"), int):
+        return
+    num_layers, num_heads = vision["layers"], vision["width"] // vision.get("head_width", 64)
+    stored = (
+        range(num_layers) if interpret_cfg["store_all_heads"] else range(max(0, num_layers - interpret_cfg["layers"]), num_layers)
+    )
+    bad = [
+        [layer, head]
+        for layer, head in requested
+        if not -num_layers <= layer < num_layers or layer % num_layers not in stored or not 0 <= head < num_heads
+    ]
+    if bad:
+        raise ConfigError(
+            f"interpret.queries.heads: {bad} not available for model {model_cfg['name']!r}: layers "
+            f"{stored.start}..{stored.stop - 1} (or -{num_layers - stored.start}..-1 from the end), heads 0..{num_heads - 1}"
+            + ("" if interpret_cfg["store_all_heads"] else "; interpret.store_all_heads=true stores every layer")
+        )
