@@ -34,3 +34,28 @@ def tiny_loaded(tiny_model_cfg):
     from cliplens.models import load_model
 
     return load_model(tiny_model_cfg)
+
+
+EXPLORED_RUN = [
+    "model=tiny_random",
+    "perturbation=smoke",
+    "stats.n_boot=50",
+    "explain.max_images=4",
+    "interpret.n_boot=50",
+    "interpret.max_images=8",
+]
+"""Hydra overrides of the small finished run the explorer and CLI tests share (run through ``cliplens run``)."""
+
+
+@pytest.fixture(scope="session")
+def explored_run(tmp_path_factory) -> Path:
+    """A finished tiny_random run of every line, made by ``cliplens run`` in a fresh folder."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("explored")
+    command = [sys.executable, "-m", "cliplens.cli", "run", *EXPLORED_RUN, "--", "--cores", "2", "--directory", str(workdir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=1800)
+    assert result.returncode == 0, f"cliplens run failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return workdir
