@@ -4,7 +4,8 @@
 
 Each benchmark script runs in its own process (its peak resident memory is recorded from the
 operating system), writes its CSV under --out, and its Markdown table is collected into
-RESULTS.md together with the planning time of a large grid (dry run of the workflow).
+RESULTS.md together with the planning time of a large grid (dry run of the workflow). The
+end-to-end row runs the README's smoke run on a fresh copy of the repository (bench_pipeline.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "perturbation vs imagecorruptions": ["bench_perturb.py"],
     "surgery maps vs forward": ["bench_surgery.py"],
     "decomposition vs forward": ["bench_decompose.py"],
+    "tiny default run end to end (wall, figure and start-up shares)": ["bench_pipeline.py"],
 }
 QUICK = {
     "embedding vs bare forward": ["--images", "32", "--repeats", "1"],

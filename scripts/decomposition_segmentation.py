@@ -6,9 +6,11 @@ from cliplens.interpret.token_maps import METHOD, segmentation_scores
 from cliplens.io import read_embeddings
 from cliplens.maps import evaluation_rows, plot_segmentation
 from cliplens.models import load_model
+from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
+    set_gallery_pdf(snakemake.params.gallery_pdf)
     params, resources, outputs = snakemake.params, snakemake.resources, snakemake.output
     cfg = params.segmentation
     manifest = read_manifest(snakemake.input.manifest)

@@ -1,24 +1,28 @@
 """Overlays of each image's own label and the open-vocabulary segmentation figure (Snakemake script)."""
 
 import numpy as np
+import torch
 
 import cliplens.explain.methods  # noqa: F401  (registers raw, surgery and gradcam)
 from cliplens.datasets import read_manifest
 from cliplens.explain.figures import overlay_grid
-from cliplens.images import as_images, load_pixels, square_transform
+from cliplens.images import as_images, iterate_batches, square_transform
 from cliplens.maps import ExplanationScores, plot_segmentation
-from cliplens.models import load_model
+from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     params, outputs = snakemake.params, snakemake.output
     cfg, random_weights = params.explain, params.random_weights
+    set_gallery_pdf(params.gallery_pdf)
     explanations = ExplanationScores.load(snakemake.input.maps)
     manifest = read_manifest(snakemake.input.manifest)
     shown = explanations.image_ids[: cfg["figure_images"]]
     rows = manifest.set_index("image_id").loc[shown].reset_index()
     transform = square_transform(cfg["image_size"], cfg["resize_mode"])
-    images = as_images(load_pixels(load_model(params.model), rows, shown, transform, cfg["image_size"]))
+    # the images as the maps saw them; no model is built: the maps are stored
+    batches = iterate_batches(rows, transform, cfg["image_size"], max(len(rows), 1), 0, torch.device("cpu"))
+    images = as_images(torch.cat([pixels for _, pixels, _ in batches]))
 
     own = np.clip(rows["label_index"].to_numpy(), 0, None)  # unlabeled images show label 0
     maps = {m: explanations.pair_maps(m, range(len(shown)), own).numpy()[:, None] for m in explanations.scores}

@@ -9,9 +9,11 @@ from cliplens.images import as_images, load_pixels, square_transform
 from cliplens.io import write_table
 from cliplens.maps import evaluation_rows
 from cliplens.models import load_model
+from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
+    set_gallery_pdf(snakemake.params.gallery_pdf)
     params, outputs = snakemake.params, snakemake.output
     cfg = params.explain
     manifest = read_manifest(snakemake.input.manifest)

@@ -17,10 +17,12 @@ from cliplens.interpret.neighbours import (
 )
 from cliplens.interpret.token_maps import contrastive_maps, head_token_terms, topic_maps
 from cliplens.models import load_model
+from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 from cliplens.text import encode_texts
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
+    set_gallery_pdf(snakemake.params.gallery_pdf)
     params, outputs = snakemake.params, snakemake.output
     queries, random_weights = params.queries, params.random_weights
     store = ContributionStore(snakemake.input.store)

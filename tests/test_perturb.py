@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from skimage import data
 from skimage.transform import resize
 
@@ -283,6 +285,86 @@ def test_deterministic_families_match_imagecorruptions(
         assert (ours - reference).abs().mean() < 1.0 / 255, (family, severity)
         assert (ours - reference).abs().max() < 12.0 / 255, (family, severity)
         assert psnr(ours, reference).min() > 40, (family, severity)
+
+
+@pytest.mark.parametrize("factor", [0.6, 0.5, 0.37, 0.25])
+@pytest.mark.parametrize("size", [(224, 224), (96, 130)])
+def test_pixelate_is_pils_box_resize_down_and_up_on_floats(factor: float, size: tuple[int, int], photos: torch.Tensor) -> None:
+    """Area pooling over PIL's BOX bins, then nearest upsampling: PIL's own BOX resizes of float
+    images, to float rounding, also at ratios that are not whole numbers and on non-square images."""
+    height, width = size
+    images = photos[:2, :, :height, :width].contiguous()
+    ours = perturb(images, "pixelate", 1, torch.zeros(2, dtype=torch.int64), params={"factor": [factor] * 5})
+    small = (int(width * factor), int(height * factor))
+    planes = images.permute(0, 2, 3, 1).numpy()
+    reference = np.stack(
+        [
+            np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(plane[..., c])
+                        .resize(small, Image.Resampling.BOX)
+                        .resize((width, height), Image.Resampling.BOX)
+                    )
+                    for c in range(3)
+                ]
+            )
+            for plane in planes
+        ]
+    )
+    np.testing.assert_allclose(ours.numpy(), reference, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("quality", [7, 25, 90])
+def test_jpeg_compression_is_pils_libjpeg_round_trip(quality: int, photos: torch.Tensor) -> None:
+    """Bit-identical to encoding with PIL (as imagecorruptions does) and decoding, batched."""
+    seeds = torch.zeros(3, dtype=torch.int64)
+    ours = perturb(photos, "jpeg_compression", 1, seeds, params={"quality": [quality] * 5})
+    expected = []
+    for image in (photos * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        expected.append(np.asarray(Image.open(buffer).convert("RGB")))
+    reference = torch.from_numpy(np.stack(expected)).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1, 3, 6, 9])
+def test_gaussian_blur_is_scipys_filter_in_both_paths(sigma: float, photos: torch.Tensor) -> None:
+    """Depthwise convolutions up to 63 taps, FFT beyond (sigma 9: 73 taps): scipy's Gaussian filter
+    (truncate 4, edges replicated) to float rounding either way; sigma 0 leaves the image."""
+    from scipy import ndimage
+
+    seeds = torch.zeros(3, dtype=torch.int64)
+    ours = perturb(photos, "gaussian_blur", 1, seeds, params={"sigma": [sigma] * 5})
+    reference = ndimage.gaussian_filter(photos.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+    np.testing.assert_allclose(ours.numpy(), np.clip(reference, 0, 1), atol=2e-6, rtol=0)
+    assert torch.equal(perturb(photos, "gaussian_blur", 1, seeds, params={"sigma": [0] * 5}), photos)
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "fragments"),
+    [
+        ("jpeg_compression", {"quality": [0, 18, 15, 10, 7]}, ["jpeg_compression.quality", "severity 1: 0", "[1, 100]"]),
+        ("jpeg_compression", {"quality": [25, 18, 15, 10, 101]}, ["severity 5: 101", "whole numbers in [1, 100]"]),
+        ("jpeg_compression", {"quality": [25, 18, 15.5, 10, 7]}, ["severity 3: 15.5", "whole numbers"]),
+        ("shot_noise", {"photons": [60, 25, 0, 5, -3]}, ["shot_noise.photons", "severity 3: 0, severity 5: -3", "(0, 10000]"]),
+        ("pixelate", {"factor": [0, 0.5, 0.4, 0.3, 0.25]}, ["pixelate.factor", "severity 1: 0", "(0, 1]"]),
+        ("zoom", {"scale": [0.9, 0.75, 0.6, 0.45, 0]}, ["zoom.scale", "severity 5: 0", "(0, 1]"]),
+        ("gaussian_blur", {"sigma": [-1, 2, 3, 4, 6]}, ["gaussian_blur.sigma", "severity 1: -1", "[0, inf]"]),
+        ("patch_grid", {"cells": [8, 8, 0, 8, 8]}, ["patch_grid.cells", "severity 3: 0", "[1, 64]"]),
+    ],
+)
+def test_parameters_outside_their_domain_fail_in_the_library(
+    family: str, params: dict, fragments: list[str], photos: torch.Tensor, seeds: torch.Tensor
+) -> None:
+    """Library calls fail before computing anything, naming the family, parameter, severities and valid values."""
+    with pytest.raises(ValueError) as error:
+        perturb(photos, family, 1, seeds, params=params)
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+    with pytest.raises(ValueError, match="outside the valid values"):
+        resolve_params(family, params)
 
 
 @pytest.mark.parametrize(

@@ -54,10 +54,15 @@ def _texts(fig) -> list[str]:
     return [text.get_text() for text in fig.texts]
 
 
-def _assert_written(path: Path) -> None:
+PICTURES = {"gallery"}
+"""Figures that show images: PNG only (plots also get a PDF)."""
+
+
+def _assert_written(path: Path, pdf: bool) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
-    pdf = path.with_suffix(".pdf")
-    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+    vector = path.with_suffix(".pdf")
+    assert vector.exists() == pdf, path
+    assert not pdf or (vector.read_bytes()[:5] == b"%PDF-" and vector.stat().st_size > 1000)
 
 
 def _figures(tables: dict, tmp_path: Path, random_weights: bool) -> dict:
@@ -90,7 +95,7 @@ def _figures(tables: dict, tmp_path: Path, random_weights: bool) -> dict:
 @pytest.mark.parametrize("random_weights", [True, False])
 def test_every_figure_writes_png_and_pdf_with_title_and_stamp(tables: dict, tmp_path: Path, random_weights: bool) -> None:
     for name, fig in _figures(tables, tmp_path, random_weights).items():
-        _assert_written(tmp_path / f"{name}.png")
+        _assert_written(tmp_path / f"{name}.png", pdf=name not in PICTURES)
         texts = _texts(fig)
         assert (RANDOM_WEIGHTS_NOTE in texts) == random_weights, name
         title = next(text for text in texts if "dataset: toyset" in text)
@@ -139,9 +144,58 @@ def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Pa
     )
     chosen = tables["top"].query("model == 'ViT-B-32' and family == 'blur'")
     assert sorted(requested) == sorted((i, s) for i in chosen["image_id"] for s in [0, 3])
-    assert len(fig.axes) == 2 * len(chosen)
+    mosaic = fig.axes[0].get_images()[0].get_array()  # one image of 100 px thumbnails, a row per image
+    assert len(fig.axes) == 1 and mosaic.shape[0] == len(chosen) * (100 + 22) and mosaic.shape[1] == 2 * 100 + 8
+
+
+def test_gallery_thumbnails_show_each_image_at_its_cell(tables: dict, tmp_path: Path) -> None:
+    """Cell (row, column) of the mosaic is the image of that row's image id at that column's
+    severity, reduced to 100 px; the cell's text is its alignment."""
+    shades = {(f"img{i}", s): np.full((224, 224, 3), (10 * i + 30 * s) / 255) for i in range(8) for s in [0, *SEVERITIES]}
+    fig = figures.plot_susceptibility_gallery(
+        tables["top"], shades, tmp_path / "g.png", family="noise", severities=[0, 2], dataset="toyset",
+        random_weights=False, model="RN50", per_image=tables["per_image"],
+    )  # fmt: skip
+    rows = tables["top"].query("model == 'RN50' and family == 'noise'").sort_values(["which", "rank"], ascending=[False, True])
+    mosaic = fig.axes[0].get_images()[0].get_array()
+    for r, image_id in enumerate(rows["image_id"]):
+        for c, severity in enumerate([0, 2]):
+            cell = mosaic[r * 122 : r * 122 + 100, c * 108 : c * 108 + 100]
+            assert (cell == round(255 * shades[(image_id, severity)][0, 0, 0])).all(), (image_id, severity)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    alignment = tables["per_image"].query(
+        "model == 'RN50' and image_id == @rows.image_id.iloc[0] and family == 'noise' and severity == 2"
+    )
+    assert f"alignment {alignment['alignment'].mean():.3f}" in texts
 
 
 def test_a_table_with_several_models_needs_a_choice(tables: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pass model="):
         figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "x.png", dataset="toyset", random_weights=False)
+
+
+def test_perturbed_views_decode_once_and_match_the_embedding_steps_perturbation(tmp_path: Path) -> None:
+    """Views are the images as the embedding step sees them under each family; each family
+    perturbs only the images it shows."""
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from cliplens.images import iterate_batches, preprocess_without_normalize
+    from cliplens.perturbation.embedding import perturbed_views
+    from cliplens.perturbation.grid import apply_spec, family_specs
+
+    names = ["astronaut", "chelsea", "coffee"]
+    for name in names:
+        Image.fromarray(getattr(data, name)()).save(tmp_path / f"{name}.png")
+    rows = pd.DataFrame({"image_id": names, "path": [str(tmp_path / f"{n}.png") for n in names], "mask_path": None})
+    specs = {family: family_specs(family, [1, 3], [0], {}) for family in ("contrast", "rotation")}
+    shown = {"contrast": {"astronaut", "coffee"}, "rotation": {"chelsea"}}
+    views = perturbed_views(rows, specs, size=64, shown=shown)
+    assert set(views["contrast"]) == {(i, s) for i in ("astronaut", "coffee") for s in (0, 1, 3)}
+    assert set(views["rotation"]) == {("chelsea", s) for s in (0, 1, 3)}
+    _, pixels, _ = next(iterate_batches(rows, preprocess_without_normalize({"size": 64}), 64, 3, 0, torch.device("cpu")))
+    expected = apply_spec(pixels[1:2], ["chelsea"], specs["rotation"][1])  # rotation, severity 3
+    as_uint8 = (expected[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(views["rotation"][("chelsea", 3)], as_uint8)
+    assert views["contrast"][("coffee", 0)].shape == (64, 64, 3)

@@ -10,13 +10,16 @@ Conventions (details and formulas in ``docs/methods.md``):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
-from torchvision.transforms.functional import gaussian_blur
+
+if TYPE_CHECKING:  # torch is imported where a metric needs it: table-only jobs stay free of it
+    import torch
 
 POINTING_TOLERANCE_PX = 15.0
 
@@ -24,14 +27,15 @@ POINTING_TOLERANCE_PX = 15.0
 BASELINES = ("zero", "blur")
 
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ScoreFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 """``score_fn(pixels [B', 3, H, W], image_index [B']) -> scores [B']``; the index says which input image
 (and so which target) each row comes from."""
 
 
 def as_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
     """A numpy view of a numpy array or (detached, CPU) torch tensor."""
-    if isinstance(array, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported
+    if torch is not None and isinstance(array, torch.Tensor):
         return array.detach().cpu().numpy()
     return np.asarray(array)
 
@@ -169,6 +173,9 @@ def miou(
 
 def perturbation_baseline(images: torch.Tensor, kind: str, blur_sigma: float) -> torch.Tensor:
     """The image pixels are moved towards: ``'zero'`` (all zeros) or ``'blur'`` (Gaussian blur)."""
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+
     if kind == "zero":
         return torch.zeros_like(images)
     if kind == "blur":
@@ -179,6 +186,8 @@ def perturbation_baseline(images: torch.Tensor, kind: str, blur_sigma: float) ->
 
 def saliency_rank(maps: torch.Tensor) -> torch.Tensor:
     """``[B, H*W]`` rank of every pixel by decreasing saliency (0 = most salient; ties in raster order)."""
+    import torch
+
     flat = maps.reshape(maps.shape[0], -1)
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
     positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
@@ -197,6 +206,8 @@ def perturbation_curve(
 
     All (image, step) pairs are scored in chunks of ``batch_size`` through ``score_fn``.
     """
+    import torch
+
     n_images, _, height, width = start.shape
     n_steps = counts.numel()
     pair = torch.arange(n_images * n_steps, device=start.device)
@@ -230,6 +241,8 @@ def deletion_insertion(
     fraction of moved pixels in [0, 1]; ``curves`` holds ``fraction [steps+1]``, ``deletion``
     and ``insertion`` ``[B, steps+1]``.
     """
+    import torch
+
     maps = torch.as_tensor(maps, device=images.device)
     if images.ndim != 4 or maps.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"images {tuple(images.shape)} must be [B, C, H, W] and maps {tuple(maps.shape)} [B, H, W]")

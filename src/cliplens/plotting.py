@@ -1,9 +1,16 @@
-"""Shared figure conventions: saving atomically, marking random-weight figures, image panels,
-class colours and the one segmentation figure.
+"""Shared figure conventions: saving atomically at display resolution, marking random-weight
+figures, image panels, class colours and the one segmentation figure.
+
+Figures are written as PNG at 100 dpi with a 256-colour palette (error diffusion dithered: a
+third to a fifth of the bytes of RGB, so that a report of many galleries stays small); plots (no
+pictures; heatmaps count as plots) also as PDF, whose vectors scale. Figures that show pictures
+(RGB images: galleries, overlays) are raster by nature: PNG only unless :func:`set_gallery_pdf`
+asks for a PDF beside it (config ``figures.gallery_pdf``; its rasters are lossless RGB).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
+from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
+from matplotlib.transforms import Bbox
+from PIL import Image
 
 from cliplens.io import atomic_output
 from cliplens.metrics import as_numpy
@@ -43,19 +53,109 @@ def mark_random_weights(fig: plt.Figure) -> None:
     fig.text(0.5, 0.0, RANDOM_WEIGHTS_NOTE, ha="center", va="top", color="red", fontsize=9)
 
 
+DPI = 100
+"""Pixels per inch of every PNG."""
+
+
+_OUTPUT = {"gallery_pdf": False}
+
+
+def set_gallery_pdf(enabled: bool) -> None:
+    """Also write a PDF beside the PNG of figures that show images (config ``figures.gallery_pdf``;
+    a script calls this once before drawing)."""
+    _OUTPUT["gallery_pdf"] = bool(enabled)
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:
-    """Save ``fig`` to ``path`` (PNG) and beside it as PDF, each via a temporary file; close it."""
+    """Save ``fig`` to ``path`` (PNG) and, for plots without pictures or when gallery PDFs are
+    switched on, beside it as PDF, each via a temporary file; close it. Images are first reduced
+    to the pixels they are drawn at (:func:`fit_images_to_display`). Returns the written paths."""
     if random_weights:
         mark_random_weights(fig)
     png = Path(path)
     png.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for target in (png, png.with_suffix(".pdf")):
+    pictures = fit_images_to_display(fig, DPI)
+    targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
+    fig.draw_without_rendering()  # the layout, once: both formats crop to the same tight box
+    bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+    for target in targets:
         with atomic_output(target) as tmp:
-            fig.savefig(tmp, format=target.suffix.lstrip("."), dpi=120, bbox_inches="tight")
-        written.append(target)
+            if target.suffix == ".png":
+                _save_palette_png(fig, tmp, bbox)
+            else:
+                fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
     plt.close(fig)
-    return written
+    return targets
+
+
+def _save_palette_png(fig: plt.Figure, path: Path, bbox: Bbox) -> None:
+    """``fig`` as a PNG of 256 colours: an adaptive palette, then Floyd-Steinberg dithering to it."""
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=DPI, bbox_inches=bbox, pil_kwargs={"compress_level": 0})
+    with Image.open(rendered) as image:
+        rgb = image.convert("RGB")
+    palette = rgb.quantize(256, method=Image.Quantize.FASTOCTREE)
+    rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, format="PNG", compress_level=6)
+
+
+def fit_images_to_display(fig: plt.Figure, dpi: float) -> int:
+    """Reduce every image drawn in ``fig`` to at most the pixels of its axes when saved at ``dpi``
+    (area averaging; label maps drawn with nearest interpolation are subsampled); returns the
+    number of pictures (RGB images) among them. Drawing, compressing and embedding then cost
+    what the figure shows, not what the arrays hold.
+
+    The axes are measured before any layout engine runs (no extra layout pass): layouts only
+    shrink axes, so an image never ends up with fewer pixels than it is drawn at."""
+    width, height = fig.get_size_inches() * dpi
+    pictures = 0
+    for axes in fig.axes:
+        box = axes.get_position()
+        size = (max(1, round(box.width * width)), max(1, round(box.height * height)))
+        for image in axes.get_images():
+            data = image.get_array()
+            if data is None:
+                continue
+            pictures += data.ndim == 3
+            if data.shape[1] > size[0] or data.shape[0] > size[1]:
+                if axes.get_aspect() == "auto":  # stretched to the axes: each side on its own
+                    target = (min(size[0], data.shape[1]), min(size[1], data.shape[0]))
+                else:  # square pixels: both sides scale by the tighter fit
+                    fit = min(size[0] / data.shape[1], size[1] / data.shape[0])
+                    target = (max(1, round(data.shape[1] * fit)), max(1, round(data.shape[0] * fit)))
+                image.set_data(_resized(np.asarray(data), target, image))
+    return pictures
+
+
+def fit_image(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` [H, W, 3] (uint8, or float in [0, 1]) fitted into a white ``side`` x ``side`` uint8
+    square: aspect kept, centred, reduced by area averaging (enlarged by nearest neighbour)."""
+    pixels = np.asarray(image)[..., :3]
+    if pixels.dtype != np.uint8:
+        pixels = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
+    height, width = pixels.shape[:2]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
+    fitted = np.asarray(Image.fromarray(pixels).resize(size, resample))
+    square = np.full((side, side, 3), 255, dtype=np.uint8)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    square[top : top + size[1], left : left + size[0]] = fitted
+    return square
+
+
+def _resized(data: np.ndarray, size: tuple[int, int], image: AxesImage) -> np.ndarray:
+    """``data`` [H, W] or [H, W, C] resized to ``size`` (width, height): box filter, or nearest
+    for images drawn with nearest interpolation (class indices)."""
+    if image.get_interpolation() == "nearest":
+        rows = (np.arange(size[1]) + 0.5) * data.shape[0] / size[1]
+        cols = (np.arange(size[0]) + 0.5) * data.shape[1] / size[0]
+        return data[rows.astype(int)][:, cols.astype(int)]
+    planes = data[..., None] if data.ndim == 2 else data
+    planes = planes if planes.dtype == np.uint8 else planes.astype(np.float32)  # Pillow modes L and F
+    out = np.stack(
+        [np.asarray(Image.fromarray(planes[..., c]).resize(size, Image.Resampling.BOX)) for c in range(planes.shape[-1])], -1
+    )
+    return out[..., 0] if data.ndim == 2 else out
 
 
 def message_figure(message: str, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:
@@ -72,7 +172,8 @@ def _image(ax: plt.Axes, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-CELL_INCHES = 2.0
+CELL_INCHES = 1.6
+"""Side of an image panel in figures of image grids: 160 px in the 100 dpi PNG."""
 
 
 IGNORED_COLOUR = (0.0, 0.0, 0.0)

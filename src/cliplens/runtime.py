@@ -42,9 +42,11 @@ def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) 
     ``threads`` (the rule's) caps torch's intra-op threads, so parallel jobs do not oversubscribe cores.
     """
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
+        else:  # a job that imports torch later (if at all) gets the cap from the environment
+            os.environ["OMP_NUM_THREADS"] = str(threads)
     with terminate_cleanly(), _log_to(log_path) as log:
         yield log
 

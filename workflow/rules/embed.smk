@@ -32,6 +32,8 @@ rule embed_labels:
         f"{RESULTS}/text/model={{model}}/dataset={{dataset}}/labels.parquet",
     log:
         "logs/embed_labels/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/embed_labels/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -60,6 +62,8 @@ rule summarise_embeddings:
         ),
     log:
         "logs/summarise_embeddings/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/summarise_embeddings/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:

@@ -33,7 +33,6 @@ rule explain_maps:
 
 rule explain_figures:
     input:
-        weights=model_weights,
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         maps=rules.explain_maps.output[0],
     output:
@@ -41,12 +40,14 @@ rule explain_figures:
         segmentation=report(f"{EXPLAIN_FIGURES}/segmentation.png", caption="../report/explain_segmentation.rst", **EXPLAIN_REPORT),
     log:
         "logs/explain_figures/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/explain_figures/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
-        model=model_config,
         explain=config_slice("explain", "figure_images", *GEOMETRY),
         random_weights=random_weights,
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/explain_figures.py"
 
@@ -60,6 +61,8 @@ rule explain_prompt_maps:
         points=f"{RESULTS}/explain/model={{model}}/dataset={{dataset}}/prompt_points.csv",
     log:
         "logs/explain_prompt_maps/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/explain_prompt_maps/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -69,6 +72,7 @@ rule explain_prompt_maps:
         model=model_config,
         explain=config_slice("explain", *MAP_SETTINGS, "prompts", "max_images", "figure_images"),
         random_weights=random_weights,
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/explain_prompt_maps.py"
 
@@ -86,6 +90,8 @@ rule explain_evaluation:
         curves=report(f"{EXPLAIN_FIGURES}/deletion_insertion.png", caption="../report/explain_deletion.rst", **EXPLAIN_REPORT),
     log:
         "logs/explain_evaluation/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/explain_evaluation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4

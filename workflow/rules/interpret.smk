@@ -17,6 +17,8 @@ rule embed_text_pool:
         POOL_EMBEDDINGS,
     log:
         "logs/embed_text_pool/{model}.log",
+    benchmark:
+        "logs/benchmarks/embed_text_pool/{model}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -37,6 +39,8 @@ rule embed_properties:
         f"{RESULTS}/text/model={{model}}/properties.parquet",
     log:
         "logs/embed_properties/{model}.log",
+    benchmark:
+        "logs/benchmarks/embed_properties/{model}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -85,6 +89,8 @@ rule mean_ablation:
         figure=report(f"{INTERPRET_FIGURES}/mean_ablation.png", caption="../report/interpret_mean_ablation.rst", **REPORT),
     log:
         "logs/mean_ablation/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/mean_ablation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
@@ -102,6 +108,8 @@ rule textspan_heads:
         figure=report(f"{INTERPRET_FIGURES}/textspan.png", caption="../report/interpret_textspan.rst", **REPORT),
     log:
         "logs/textspan_heads/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/textspan_heads/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
@@ -128,6 +136,8 @@ rule head_properties:
         ),
     log:
         "logs/head_properties/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/head_properties/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
@@ -167,6 +177,8 @@ rule interpret_queries:
         ),
     log:
         "logs/interpret_queries/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/interpret_queries/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -180,6 +192,7 @@ rule interpret_queries:
         constant_split=INTERPRET_CFG["constant_split"],
         templates=INTERPRET_CFG["textspan"]["templates"],
         random_weights=random_weights,
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/interpret_queries.py"
 
@@ -194,6 +207,8 @@ rule decomposition_segmentation:
         figure=report(f"{INTERPRET_FIGURES}/segmentation.png", caption="../report/interpret_segmentation.rst", **REPORT),
     log:
         "logs/decomposition_segmentation/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/decomposition_segmentation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -208,6 +223,7 @@ rule decomposition_segmentation:
         constant_split=INTERPRET_CFG["constant_split"],
         segmentation=INTERPRET_CFG["segmentation"],
         random_weights=random_weights,
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/decomposition_segmentation.py"
 
@@ -227,6 +243,8 @@ rule decomposition_segmentation_evaluation:
         ),
     log:
         "logs/decomposition_segmentation_evaluation/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/decomposition_segmentation_evaluation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:

@@ -1,4 +1,10 @@
 # Perturbation analysis (Ameh, 2025): grid plan, previews, statistics, semantic drift, figures.
+# Figures are drawn by one job per dataset (previews) and one per model x dataset (the rest): a
+# job per family would add only its start-up, since every family's figures read the statistics
+# of all families; a change of one family's parameters reruns these jobs through their params.
+PERTURBATION_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation"
+PERTURBATION_REPORT = {"category": "Perturbations", "subcategory": "{model}"}
+SEVERITY_METRICS = ["alignment", "top1", "self_similarity"]
 
 
 rule perturbation_plan:
@@ -8,6 +14,8 @@ rule perturbation_plan:
         f"{PERTURBATION}/dataset={{dataset}}/plan.parquet",
     log:
         "logs/perturbation_plan/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/perturbation_plan/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
@@ -20,18 +28,26 @@ rule perturbation_preview:
     input:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
     output:
-        report(
-            f"{FIGURES}/dataset={{dataset}}/perturbation/preview_{{family}}.png",
-            caption="../report/perturbation_preview.rst",
-            category="Perturbations",
-            subcategory="Previews",
-        ),
+        **{
+            f"preview_{family}": report(
+                f"{FIGURES}/dataset={{dataset}}/perturbation/preview_{family}.png",
+                caption="../report/perturbation_preview.rst",
+                category="Perturbations",
+                subcategory="Previews",
+                labels={"family": family},
+            )
+            for family in FAMILIES
+        },
     log:
-        "logs/perturbation_preview/{dataset}/{family}.log",
+        "logs/perturbation_preview/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/perturbation_preview/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
-        perturbation=perturbation_config,
+        families={family: family_config(family) for family in FAMILIES},
+        backend=CFG["perturbation"]["backend"],
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/perturbation_preview.py"
 
@@ -43,6 +59,8 @@ rule embed_drift_labels:
         f"{RESULTS}/text/model={{model}}/drift={{label_set}}.parquet",
     log:
         "logs/embed_drift_labels/{model}/{label_set}.log",
+    benchmark:
+        "logs/benchmarks/embed_drift_labels/{model}/{label_set}.tsv"
     conda:
         "../envs/cliplens.yaml"
     threads: 4
@@ -89,71 +107,65 @@ rule perturbation_stats:
 
 rule perturbation_figures:
     input:
-        aggregate=rules.perturbation_stats.output.aggregate,
-    output:
-        heatmap=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/drop_heatmaps.png",
-            caption="../report/drop_heatmaps.rst",
-            category="Perturbations",
-            subcategory="{model}",
-        ),
-        curves=report(
-            expand(
-                f"{FIGURES}/model={{{{model}}}}/dataset={{{{dataset}}}}/perturbation/severity_{{metric}}.png",
-                metric=["alignment", "top1", "self_similarity"],
-            ),
-            caption="../report/severity_curves.rst",
-            category="Perturbations",
-            subcategory="{model}",
-        ),
-    log:
-        "logs/perturbation_figures/{model}/{dataset}.log",
-    conda:
-        "../envs/cliplens.yaml"
-    params:
-        random_weights=random_weights,
-    script:
-        "../../scripts/perturbation_figures.py"
-
-
-rule perturbation_family_figures:
-    input:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+        aggregate=rules.perturbation_stats.output.aggregate,
         per_image=rules.perturbation_stats.output.per_image,
         top_k=rules.perturbation_stats.output.top_k,
         drift=expand(
             f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS
         ),
     output:
-        gallery=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/susceptibility_{{family}}.png",
-            caption="../report/susceptibility_gallery.rst",
-            category="Perturbations",
-            subcategory="{model}",
-        ),
-        drift=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/drift_{{family}}.png",
-            caption="../report/drift.rst",
-            category="Semantic drift",
-            subcategory="{model}",
-        ),
-        trajectories=report(
-            f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation/trajectories_{{family}}.png",
-            caption="../report/trajectories.rst",
-            category="Semantic drift",
-            subcategory="{model}",
+        **{
+            f"severity_{metric}": report(
+                f"{PERTURBATION_FIGURES}/severity_{metric}.png",
+                caption="../report/severity_curves.rst",
+                labels={"figure": f"{metric} over severity", "family": "all"},
+                **PERTURBATION_REPORT,
+            )
+            for metric in SEVERITY_METRICS
+        },
+        **{
+            f"susceptibility_{family}": report(
+                f"{PERTURBATION_FIGURES}/susceptibility_{family}.png",
+                caption="../report/susceptibility_gallery.rst",
+                labels={"figure": "susceptibility", "family": family},
+                **PERTURBATION_REPORT,
+            )
+            for family in FAMILIES
+        },
+        **{
+            f"{kind}_{family}": report(
+                f"{PERTURBATION_FIGURES}/{kind}_{family}.png",
+                caption=f"../report/{kind}.rst",
+                category="Semantic drift",
+                subcategory="{model}",
+                labels={"figure": kind, "family": family},
+            )
+            for kind in ("drift", "trajectories")
+            for family in FAMILIES
+        },
+        heatmap=report(
+            f"{PERTURBATION_FIGURES}/drop_heatmaps.png",
+            caption="../report/drop_heatmaps.rst",
+            labels={"figure": "drop heatmaps", "family": "all"},
+            **PERTURBATION_REPORT,
         ),
     log:
-        "logs/perturbation_family_figures/{model}/{dataset}/{family}.log",
+        "logs/perturbation_figures/{model}/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/perturbation_figures/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:
         random_weights=random_weights,
-        perturbation=perturbation_config,
+        families={family: family_config(family) for family in FAMILIES},
+        backend=CFG["perturbation"]["backend"],
+        metrics=SEVERITY_METRICS,
         image_size=224,
         drift_images=CFG["drift"]["images"],
+        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
-        "../../scripts/perturbation_family_figures.py"
+        "../../scripts/perturbation_figures.py"
 
 
 rule model_comparison:
@@ -168,6 +180,8 @@ rule model_comparison:
         ),
     log:
         "logs/model_comparison/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/model_comparison/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
     params:

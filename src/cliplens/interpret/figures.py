@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cliplens.interpret.labels import HeadLabels
-from cliplens.interpret.neighbours import NeighbourRows
-from cliplens.maps import upsample_maps
-from cliplens.plotting import _image, message_figure, save_figure
+from cliplens.plotting import CELL_INCHES, _image, message_figure, save_figure
+
+if TYPE_CHECKING:  # torch-based modules: imported where needed, so plotting a table needs no torch
+    from cliplens.interpret.labels import HeadLabels
+    from cliplens.interpret.neighbours import NeighbourRows
 
 
 def plot_mean_ablation(table: pd.DataFrame, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:
@@ -90,7 +92,9 @@ def plot_neighbours(
     """
     num_queries, k = scores.shape
     offset = 1 if query_images is not None else 0
-    fig, axes = plt.subplots(num_queries, k + offset, figsize=(2 * (k + offset), 2.2 * num_queries), squeeze=False)
+    fig, axes = plt.subplots(
+        num_queries, k + offset, figsize=(CELL_INCHES * (k + offset), (CELL_INCHES + 0.2) * num_queries), squeeze=False
+    )
     for q in range(num_queries):
         if query_images is not None:
             _image(axes[q, 0], query_images[q])
@@ -113,10 +117,14 @@ def plot_head_maps(
     random_weights: bool = False,
 ) -> list[Path]:
     """Overlay each head's map [n, H, gh, gw] (topic or contrastive) on the image [h, w, 3]."""
+    from cliplens.maps import upsample_maps
+
     num_layers, num_heads = maps.shape[:2]
     size = image.shape[:2]
     upsampled = upsample_maps(maps, size)
-    fig, axes = plt.subplots(num_layers, num_heads, figsize=(2 * num_heads, 2 * num_layers + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        num_layers, num_heads, figsize=(CELL_INCHES * num_heads, CELL_INCHES * num_layers + 0.5), squeeze=False
+    )
     for (i, h), axis in np.ndenumerate(axes):
         values = upsampled[i, h]
         limit = np.abs(values).max() or 1.0

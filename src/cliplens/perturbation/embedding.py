@@ -7,7 +7,7 @@ every perturbation of a family.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,16 +61,37 @@ def extract_image_embeddings(
 
 
 def perturbed_views(
-    rows: pd.DataFrame, specs: Sequence[PerturbationSpec], size: int = 224, backend: str = "torch"
-) -> dict[tuple[str, int], np.ndarray]:
-    """HxWx3 uint8 views of images under each grid cell, keyed (image_id, severity); for figures."""
+    rows: pd.DataFrame,
+    specs: Mapping[str, Sequence[PerturbationSpec]],
+    size: int = 224,
+    backend: str = "torch",
+    shown: Mapping[str, Collection[str]] | None = None,
+) -> dict[str, dict[tuple[str, int], np.ndarray]]:
+    """HxWx3 uint8 views of images under grid cells, for figures: ``{family: {(image_id, severity):
+    view}}`` for the families of ``specs`` (family -> its cells), severity 0 the clean view.
+
+    The images of ``rows`` are decoded once, as the embedding step sees them at ``size``; each
+    family perturbs its ``shown`` image ids only (default: all), batched.
+    """
     transform = preprocess_without_normalize({"size": size})
-    needs_masks = any(needs_mask(spec.family) for spec in specs)
-    views = {}
+    needs_masks = any(needs_mask(family) for family in specs)
+    views: dict[str, dict[tuple[str, int], np.ndarray]] = {family: {} for family in specs}
     for batch, pixels, masks in iterate_batches(rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks):
         ids = batch["image_id"].tolist()
-        for spec in specs:
-            perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
-            arrays = (perturbed.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            views.update({(image_id, spec.severity): array for image_id, array in zip(ids, arrays)})
+        clean = _uint8(pixels)
+        for family, cells in specs.items():
+            keep = [i for i, image_id in enumerate(ids) if shown is None or image_id in shown[family]]
+            if not keep:
+                continue
+            kept_ids, index = [ids[i] for i in keep], torch.tensor(keep)
+            views[family].update({(image_id, 0): clean[i] for i, image_id in zip(keep, kept_ids)})
+            family_masks = masks[index] if needs_mask(family) else None
+            for spec in cells:
+                perturbed = _uint8(apply_spec(pixels[index], kept_ids, spec, family_masks, backend))
+                views[family].update({(image_id, spec.severity): view for image_id, view in zip(kept_ids, perturbed)})
     return views
+
+
+def _uint8(pixels: torch.Tensor) -> np.ndarray:
+    """[B, H, W, 3] uint8 of [0, 1] pixels [B, 3, H, W]."""
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as tvf
 from torch import Tensor
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from cliplens.perturbation import PARAMETER_DOMAINS
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -25,7 +28,10 @@ GROUPS = ("noise", "blur", "photometric", "digital", "weather", "geometric", "oc
 REFERENCE_SIZE = 224  # side length at which ImageNet-C's pixel-valued parameters are defined
 
 
-_DIRECT_TAPS_MAX = 31  # longer separable kernels are applied by FFT
+_SHIFTED_ADDS_TAPS_MAX = 11  # short Gaussian kernels: one shifted add per tap beats a convolution call
+
+
+_SEPARABLE_TAPS_MAX = 63  # longer Gaussian kernels are applied by FFT
 
 
 _CPU_CHUNK_PIXELS = 8 * 224 * 224  # CPU batches run in chunks this large: small temporaries stay cached
@@ -80,7 +86,9 @@ def _family(
 
 
 def resolve_params(family: str, overrides: Mapping[str, Sequence] | None) -> dict[str, tuple]:
-    """Default per-severity parameters of ``family`` with ``overrides`` applied, validated."""
+    """Default per-severity parameters of ``family`` with ``overrides`` applied, validated: known
+    names, one finite number per severity, each inside the parameter's domain
+    (``cliplens.perturbation.PARAMETER_DOMAINS``)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown perturbation family {family!r}; valid families: {sorted(FAMILIES)}")
     resolved = dict(FAMILIES[family].params)
@@ -94,6 +102,11 @@ def resolve_params(family: str, overrides: Mapping[str, Sequence] | None) -> dic
             )
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             raise ValueError(f"parameter {key!r} of family {family!r} needs finite numbers, got {values!r}")
+        domain = PARAMETER_DOMAINS.get((family, key))
+        outside = [(severity, v) for severity, v in zip(SEVERITIES, values) if domain and not domain.contains(v)]
+        if outside:
+            shown = ", ".join(f"severity {severity}: {v!r}" for severity, v in outside)
+            raise ValueError(f"{family}.{key}: {shown} outside the valid values {domain}")
         resolved[key] = tuple(values)
     return resolved
 
@@ -314,22 +327,33 @@ def _convolve(images: Tensor, kernels: Tensor, padding_mode: str, centre: tuple[
 
 
 def _separable_gaussian(images: Tensor, sigma: tuple[float, float], truncate: float, padding_mode: str) -> Tensor:
-    """scipy-style Gaussian filter over H and W (kernel radius = int(truncate * sigma + 0.5)):
-    shifted adds for short kernels, FFT for long ones (faster on CPU than torch's conv2d)."""
+    """scipy-style Gaussian filter over H and W (kernel radius = int(truncate * sigma + 0.5)), by
+    kernel size: shifted adds up to ``_SHIFTED_ADDS_TAPS_MAX`` taps, two depthwise 1-D
+    convolutions up to ``_SEPARABLE_TAPS_MAX`` taps, FFT beyond.
+
+    For the convolutions every (image, channel) plane is one channel of a channels-last batch of
+    one, so the depthwise kernels run vectorised across the planes (one pass per direction)."""
     rows, cols = (_gaussian_kernel1d(s, int(truncate * s + 0.5), images.device) for s in sigma)
-    if max(len(rows), len(cols)) > _DIRECT_TAPS_MAX:
+    taps = max(len(rows), len(cols))
+    if taps > _SEPARABLE_TAPS_MAX:
         return _convolve(images, torch.outer(rows, cols)[None], padding_mode)
-    height, width = images.shape[-2:]
+    batch, channels, height, width = images.shape
     pad_h, pad_w = len(rows) // 2, len(cols) // 2
     padded = nnf.pad(images, (pad_w, pad_w, pad_h, pad_h), mode=padding_mode)
-    col_weights, row_weights = cols.tolist(), rows.tolist()
-    across = padded[..., :width] * col_weights[0]
-    for tap, weight in enumerate(col_weights[1:], start=1):
-        across.add_(padded[..., tap : tap + width], alpha=weight)
-    out = across[..., :height, :] * row_weights[0]
-    for tap, weight in enumerate(row_weights[1:], start=1):
-        out.add_(across[..., tap : tap + height, :], alpha=weight)
-    return out
+    if taps <= _SHIFTED_ADDS_TAPS_MAX:
+        col_weights, row_weights = cols.tolist(), rows.tolist()
+        across = padded[..., :width] * col_weights[0]
+        for tap, weight in enumerate(col_weights[1:], start=1):
+            across.add_(padded[..., tap : tap + width], alpha=weight)
+        out = across[..., :height, :] * row_weights[0]
+        for tap, weight in enumerate(row_weights[1:], start=1):
+            out.add_(across[..., tap : tap + height, :], alpha=weight)
+        return out
+    planes = padded.view(1, batch * channels, *padded.shape[-2:]).contiguous(memory_format=torch.channels_last)
+    groups = batch * channels
+    across = nnf.conv2d(planes, cols.to(images.dtype).view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
+    out = nnf.conv2d(across, rows.to(images.dtype).view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
+    return out.view(batch, channels, height, width).contiguous()
 
 
 def _resample(images: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
@@ -357,9 +381,6 @@ _POISSON_UNIFORM_BITS = 12
 _POISSON_LEVELS = 255
 
 
-_POISSON_MAX_PHOTONS = 10_000  # beyond, the noise is invisible in 8-bit images and the table large
-
-
 @functools.lru_cache(maxsize=32)
 def _poisson_quantiles(photons: float, device: torch.device) -> Tensor:
     """Poisson quantile table [256 * 2**12] (int16): rate = photons * level / 255, uniform-bin midpoints."""
@@ -374,13 +395,12 @@ def _poisson_quantiles(photons: float, device: torch.device) -> Tensor:
 
 @_family("noise", {"photons": (60, 25, 12, 5, 3)}, imagecorruptions_name="shot_noise")
 def _shot_noise(images: Tensor, seeds: Tensor, *, photons: float) -> Tensor:
-    """Poisson (shot) noise: Poisson(x * photons) / photons (ImageNet-C photons: 60, 25, 12, 5, 3).
+    """Poisson (shot) noise: Poisson(x * photons) / photons (ImageNet-C photons: 60, 25, 12, 5, 3;
+    photons in (0, 10000]: beyond, the noise is invisible in 8-bit images and the table large).
 
     Sampled by inverse-CDF lookup: the rate is dithered to 8-bit levels (unbiased) and the
     uniform quantised to 12 bits, so outcome probabilities are exact to about 2e-4.
     """
-    if not 0 < photons <= _POISSON_MAX_PHOTONS:
-        raise ValueError(f"shot_noise photons must be in (0, {_POISSON_MAX_PHOTONS}], got {photons}")
     bits = _random_bits(seeds, images[0].numel(), stream=2).view_as(images)
     dither = ((bits >> _POISSON_UNIFORM_BITS) & 0xFFFFF).float().mul_(2.0**-20)
     levels = images.clamp(0, 1).mul(_POISSON_LEVELS).add_(dither).floor_().to(torch.int32)
@@ -402,8 +422,10 @@ def _impulse_noise(images: Tensor, seeds: Tensor, *, amount: float) -> Tensor:
 
 @_family("blur", {"sigma": (1, 2, 3, 4, 6)}, imagecorruptions_name="gaussian_blur")
 def _gaussian_blur(images: Tensor, seeds: Tensor, *, sigma: float) -> Tensor:
-    """Gaussian blur, ``sigma`` in pixels at 224 px (ImageNet-C: 1, 2, 3, 4, 6); edges replicated."""
+    """Gaussian blur, ``sigma`` in pixels at 224 px (ImageNet-C: 1, 2, 3, 4, 6; 0 = none); edges replicated."""
     scaled = sigma * _pixel_scale(images)
+    if scaled == 0:
+        return images.clone()
     return _separable_gaussian(images, (scaled, scaled), truncate=4.0, padding_mode="replicate")
 
 
@@ -510,32 +532,42 @@ def _saturate(images: Tensor, seeds: Tensor, *, factor: float, offset: float) ->
 
 @_family("digital", {"quality": (25, 18, 15, 10, 7)}, imagecorruptions_name="jpeg_compression")
 def _jpeg_compression(images: Tensor, seeds: Tensor, *, quality: float) -> Tensor:
-    """JPEG round trip at ``quality`` (ImageNet-C: 25, 18, 15, 10, 7), libjpeg via torchvision on
-    the CPU (bit-identical to PIL's encoder used by imagecorruptions)."""
-    pixels = images.clamp(0, 1).mul(255).round_().to(torch.uint8).cpu()
-    compressed = tvf.jpeg(pixels, quality=int(round(quality)))
-    return compressed.to(images.device, images.dtype) / 255
+    """JPEG round trip at ``quality`` (ImageNet-C: 25, 18, 15, 10, 7; whole numbers 1..100) through
+    torchvision's batched ``encode_jpeg``/``decode_jpeg``: libjpeg on the CPU (bit-identical to
+    PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors."""
+    batch, _, height, width = images.shape
+    # 8-bit levels, interleaved (H, W, 3) in memory as libjpeg reads them: no per-image reordering
+    levels = torch.empty(batch, height, width, 3, dtype=images.dtype, device=images.device)
+    torch.mul(images, 255, out=levels.permute(0, 3, 1, 2)).round_().clamp_(0, 255)
+    pixels = levels.to(torch.int32).to(torch.uint8).permute(0, 3, 1, 2)  # through int32: a vectorised cast
+    if pixels.is_cuda:  # nvJPEG reads planar (C, H, W) memory
+        pixels = pixels.contiguous()
+    encoded = encode_jpeg(list(pixels), quality=int(quality))
+    decoded = decode_jpeg([data.cpu() for data in encoded], device=images.device)
+    interleaved = torch.stack([image.permute(1, 2, 0) for image in decoded])
+    return interleaved.permute(0, 3, 1, 2).to(images.dtype, memory_format=torch.contiguous_format).div_(255)
 
 
-def _box_downsample(images: Tensor, size: int, dim: int) -> Tensor:
-    """PIL's BOX resize along ``dim``: output i is the mean of the input pixels
-    floor(i s + 0.5) .. floor((i + 1) s + 0.5) - 1, s = input / output length."""
-    length = images.shape[dim]
-    edges = torch.floor(torch.arange(size + 1, dtype=torch.float64) * (length / size) + 0.5).long()
-    edges = edges.clamp_(max=length).to(images.device)
-    cumulative = torch.cat([torch.zeros_like(images.narrow(dim, 0, 1)), images.cumsum(dim)], dim)
-    sums = cumulative.index_select(dim, edges[1:]) - cumulative.index_select(dim, edges[:-1])
-    counts = (edges[1:] - edges[:-1]).to(images.dtype)
-    return sums / counts.view([-1 if axis == dim % images.ndim else 1 for axis in range(images.ndim)])
+def _bin_means(rows: Tensor, length: int, size: int) -> Tensor:
+    """PIL's BOX resize over rows: ``rows`` [G * length, D] (G blocks of ``length`` rows) -> [G * size, D],
+    output row i of a block the mean of its rows floor(i s + 0.5) .. floor((i + 1) s + 0.5) - 1,
+    s = length / size (size <= length), in one pass (``embedding_bag``)."""
+    blocks = rows.shape[0] // length
+    starts = torch.floor(torch.arange(size, dtype=torch.float64) * (length / size) + 0.5).long().to(rows.device)
+    offsets = (starts + length * torch.arange(blocks, device=rows.device)[:, None]).flatten()
+    return nnf.embedding_bag(torch.arange(rows.shape[0], device=rows.device), rows, offsets, mode="mean")
 
 
 @_family("digital", {"factor": (0.6, 0.5, 0.4, 0.3, 0.25)}, imagecorruptions_name="pixelate")
 def _pixelate(images: Tensor, seeds: Tensor, *, factor: float) -> Tensor:
-    """Box-downsamples to ``factor`` of the size as PIL does, then nearest-upsamples
-    (ImageNet-C: 0.6, 0.5, 0.4, 0.3, 0.25)."""
-    height, width = images.shape[-2:]
+    """Area pooling to ``factor`` of the size with PIL's BOX bins, then nearest upsampling
+    (ImageNet-C: 0.6, 0.5, 0.4, 0.3, 0.25; factor in (0, 1])."""
+    batch, channels, height, width = images.shape
+    planes = batch * channels
     small_h, small_w = max(1, int(height * factor)), max(1, int(width * factor))
-    small = _box_downsample(_box_downsample(images, small_w, dim=-1), small_h, dim=-2)
+    tall = _bin_means(images.reshape(planes * height, width), height, small_h)  # rows pooled: [planes * small_h, W]
+    columns = tall.view(planes, small_h, width).transpose(1, 2).reshape(planes * width, small_h)
+    small = _bin_means(columns, width, small_w).view(batch, channels, small_w, small_h).transpose(-1, -2)
     return nnf.interpolate(small, size=(height, width), mode="nearest-exact")
 
 

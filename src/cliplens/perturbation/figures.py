@@ -1,4 +1,4 @@
-"""Figures of the perturbation analysis; each saves PNG + PDF via ``save_figure`` and returns the figure.
+"""Figures of the perturbation analysis; each saves through ``save_figure`` (PNG; plots also PDF) and returns the figure.
 
 Inputs are the tables of ``cliplens.perturbation.statistics`` and ``cliplens.perturbation.drift`` (columns: docs/statistics.md).
 Titles name the model and the dataset; ``random_weights=True`` stamps the figure as such.
@@ -21,7 +21,7 @@ from cliplens.perturbation.drift import (
     probability_columns,
 )
 from cliplens.planning import CLEAN
-from cliplens.plotting import save_figure
+from cliplens.plotting import DPI, fit_image, save_figure
 
 ImageSource = Mapping[tuple[str, int], np.ndarray] | Callable[[str, int], np.ndarray]
 """The HxWx3 image of ``(image_id, severity)`` for the figure's family (severity 0 = clean)."""
@@ -205,23 +205,55 @@ def plot_susceptibility_gallery(
     if per_image is not None:
         per_image, _ = _select_model(per_image, model if "model" in per_image.columns else None)
         cells = _cell_values(per_image, family, cell_metric)
-    fig, axes = plt.subplots(
-        len(table), len(severities), figsize=(1.7 * len(severities) + 1.2, 1.9 * len(table)), squeeze=False, layout="constrained"
+    labels = [
+        [
+            f"{cell_metric} {cells[(row.image_id, s)]:.3f}" if per_image is not None and (row.image_id, s) in cells.index else ""
+            for s in severities
+        ]
+        for row in table.itertuples(index=False)
+    ]
+    fig = _thumbnail_mosaic(
+        [[_image_at(images, row.image_id, severity) for severity in severities] for row in table.itertuples(index=False)],
+        columns=["clean" if severity == 0 else f"severity {severity}" for severity in severities],
+        rows=[
+            f"{row.which.replace('_', ' ')} #{row.rank}\n{row.image_id}\nscore {row.susceptibility:.3f}"
+            for row in table.itertuples(index=False)
+        ],
+        cells=labels,
     )
-    for ax_row, row in zip(axes, table.itertuples(index=False)):
-        for ax, severity in zip(ax_row, severities):
-            ax.imshow(_image_at(images, row.image_id, severity))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if per_image is not None and (row.image_id, severity) in cells.index:
-                ax.set_xlabel(f"{cell_metric} {cells[(row.image_id, severity)]:.3f}", fontsize=7)
-        ax_row[0].set_ylabel(
-            f"{row.which.replace('_', ' ')} #{row.rank}\n{row.image_id}\nscore {row.susceptibility:.3f}", fontsize=8
-        )
-    for ax, severity in zip(axes[0], severities):
-        ax.set_title("clean" if severity == 0 else f"severity {severity}", fontsize=9)
     metric = table["metric"].iloc[0] if "metric" in table.columns else "drop"
     return _finish(fig, path, f"Susceptibility to {family} ({metric}, normalised AUC)", model, dataset, random_weights)
+
+
+THUMBNAIL_INCHES = 1.0
+"""Side of a gallery cell: 100 px thumbnails in the 100 dpi PNG (the gallery shows trends, not pixels)."""
+
+
+def _thumbnail_mosaic(
+    images: Sequence[Sequence[np.ndarray]], columns: Sequence[str], rows: Sequence[str], cells: Sequence[Sequence[str]]
+) -> plt.Figure:
+    """One image of thumbnails (``images[row][column]``) with a title per column, a label per row
+    (left) and a line of text under each cell: a single axes drawn 1:1 into the PNG, where a grid
+    of axes would cost seconds of layout and drawing."""
+    side = round(THUMBNAIL_INCHES * DPI)
+    gap, label, left, top, margin = round(0.08 * DPI), round(0.22 * DPI), 1.3, 0.35, 0.1
+    pitch_x, pitch_y = side + gap, side + label
+    mosaic = np.full((len(rows) * pitch_y, len(columns) * pitch_x - gap, 3), 255, dtype=np.uint8)
+    for r, row_images in enumerate(images):
+        for c, image in enumerate(row_images):
+            mosaic[r * pitch_y : r * pitch_y + side, c * pitch_x : c * pitch_x + side] = fit_image(image, side)
+    width, height = left + mosaic.shape[1] / DPI + margin, top + mosaic.shape[0] / DPI + margin
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, margin / height, mosaic.shape[1] / DPI / width, mosaic.shape[0] / DPI / height))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for c, title in enumerate(columns):
+        ax.text(c * pitch_x + side / 2, -4, title, ha="center", va="bottom", fontsize=8)
+    for r, (row_label, row_cells) in enumerate(zip(rows, cells)):
+        ax.text(-6, r * pitch_y + side / 2, row_label, ha="right", va="center", rotation=90, fontsize=7, multialignment="center")
+        for c, text in enumerate(row_cells):
+            ax.text(c * pitch_x + side / 2, r * pitch_y + side + 2, text, ha="center", va="top", fontsize=6.5)
+    return fig
 
 
 def plot_drift_probabilities(
@@ -325,7 +357,8 @@ def plot_family_preview(
 ) -> plt.Figure:
     """One image under one family at every severity it has in ``images`` (0 = clean), with the parameters."""
     severities = sorted(severity for key, severity in images if key == image_id)
-    fig, axes = plt.subplots(1, len(severities), figsize=(2.4 * len(severities), 2.9), layout="constrained", squeeze=False)
+    # panels of 170 px (the PNG's 100 dpi), close to the 224 px the embedding step sees
+    fig, axes = plt.subplots(1, len(severities), figsize=(1.7 * len(severities), 2.2), layout="constrained", squeeze=False)
     for ax, severity in zip(axes[0], severities):
         ax.imshow(images[(image_id, severity)])
         values = ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items()) if severity else ""

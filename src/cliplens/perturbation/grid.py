@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from cliplens.perturbation.families import (
-    FAMILIES,
-    image_seeds,
-    perturb,
-    perturb_imagecorruptions,
-)
 from cliplens.planning import CLEAN
+
+if TYPE_CHECKING:  # the families (torch) are imported where applied: planning a grid needs no torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,7 @@ def apply_spec(
     """Apply one grid cell to a batch of [0,1] pixels (identity for clean)."""
     if spec.family == CLEAN or spec.severity == 0:
         return pixels
+    from cliplens.perturbation.families import image_seeds, perturb, perturb_imagecorruptions
 
     seeds = image_seeds(image_ids, spec.family, spec.severity, spec.seed).to(pixels.device)
     if backend == "imagecorruptions":
@@ -81,5 +78,6 @@ def needs_mask(family: str) -> bool:
     """Whether a family needs segmentation masks (object/background masking)."""
     if family == CLEAN:
         return False
+    from cliplens.perturbation.families import FAMILIES
 
     return FAMILIES[family].needs_mask

@@ -1,0 +1,229 @@
+"""End to end: the README's smoke run (``snakemake --cores 2 --config model=tiny_random``) on a fresh copy.
+
+    python benchmarks/bench_pipeline.py [--cores 2] [--out benchmarks/out/pipeline.csv]
+    python benchmarks/bench_pipeline.py --existing /some/finished/copy   # analyse a finished run only
+
+The files of the working tree that git tracks or does not ignore are copied to a temporary
+directory (no results, logs, data or .snakemake), the workflow runs there, then its report is
+built. Printed, and written as CSV (one row per rule plus a total):
+
+- wall time of the run and the CPU time of all its processes;
+- a machine unit measured in the same run: seconds of a fixed float32 matmul loop on one thread,
+  before and after the run (their mean), so that runs on machines or loads that differ compare;
+- the load average before and after (other processes share the cores);
+- per rule: jobs, job-seconds (Snakemake's benchmark files, ``s`` and ``cpu_time``; rules without
+  one from the run log's start and finish times, 1 s resolution), and the estimated start-up:
+  the import time of its script measured in a fresh interpreter, times its jobs;
+- the share of figure jobs and of start-up in all job-seconds, and the size of the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURE_RULES = {
+    "perturbation_preview",
+    "perturbation_figures",
+    "perturbation_family_figures",
+    "explain_figures",
+    "model_comparison",
+}
+"""Rules that only draw figures (other rules draw figures beside their analysis)."""
+UNIT_SIZE, UNIT_REPEATS = 1024, 20
+LOG_TIME = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+JOB_START = re.compile(r"^(?:local)?rule (\w+):$")
+JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
+JOB_END = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+
+
+def machine_unit() -> float:
+    """Seconds of a fixed single-thread float32 matmul loop (a subprocess: this one stays torch-free)."""
+    code = (
+        f"import time, torch; torch.set_num_threads(1); a = torch.rand({UNIT_SIZE}, {UNIT_SIZE}); b = a @ a; t = time.perf_counter()\n"
+        f"for _ in range({UNIT_REPEATS}): b = a @ a\nprint(time.perf_counter() - t)"
+    )
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def fresh_copy(destination: Path) -> Path:
+    """The working tree's tracked and not-ignored files, copied to ``destination``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            target = destination / os.fsdecode(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def run_log(workdir: Path) -> Path:
+    """The newest Snakemake log of ``workdir`` that ran jobs (building a report writes one too)."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)
+    return next(log for log in logs if "Finished jobid" in log.read_text())
+
+
+def job_times(log: Path) -> tuple[dict[int, tuple[str, float]], float]:
+    """Per job id: (rule, seconds from its start to its finish line) from a Snakemake run log; and the
+    seconds from the log's first to its last timestamp."""
+    starts: dict[int, tuple[str, datetime]] = {}
+    done: dict[int, tuple[str, float]] = {}
+    stamps: list[datetime] = []
+    rule = None
+    for line in log.read_text().splitlines():
+        if match := LOG_TIME.match(line):
+            stamps.append(datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif match := JOB_START.match(line):
+            rule = match.group(1)
+        elif (match := JOB_ID.match(line)) and rule is not None:
+            starts[int(match.group(1))] = (rule, stamps[-1])
+            rule = None
+        elif match := JOB_END.match(line):
+            job = int(match.group(1))
+            if job in starts:
+                done[job] = (match.group(2), (stamps[-1] - starts[job][1]).total_seconds())
+    return done, (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
+
+
+def benchmark_seconds(workdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per rule: (wall s, cpu_time s) of each job that has a Snakemake benchmark file."""
+    found: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for tsv in (workdir / "logs" / "benchmarks").rglob("*.tsv"):
+        rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0]
+        with open(tsv) as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                found[rule].append((float(row["s"]), float(row["cpu_time"] or 0.0)))
+    return found
+
+
+def import_seconds(script: Path) -> float:
+    """Wall seconds of a fresh interpreter importing what ``script`` imports at its top."""
+    tree = ast.parse(script.read_text())
+    imports = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1] / "src")}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "\n".join(imports)], check=True, env=env, capture_output=True)
+    return time.perf_counter() - start
+
+
+def analyse(workdir: Path) -> list[dict]:
+    """One row per rule of the latest run in ``workdir``: jobs, job-seconds, CPU seconds, start-up."""
+    jobs, _ = job_times(run_log(workdir))
+    measured = benchmark_seconds(workdir)
+    per_rule: dict[str, list[float]] = defaultdict(list)
+    for rule, seconds in jobs.values():
+        per_rule[rule].append(seconds)
+    rows = []
+    for rule in sorted(set(per_rule) - {"all"}):
+        from_benchmarks = rule in measured and len(measured[rule]) == len(per_rule[rule])
+        seconds = [s for s, _ in measured[rule]] if from_benchmarks else per_rule[rule]
+        script = workdir / "scripts" / f"{rule}.py"
+        startup = import_seconds(script) if script.is_file() else 0.0
+        rows.append(
+            {
+                "rule": rule,
+                "jobs": len(seconds),
+                "job_s": round(sum(seconds), 1),
+                "cpu_s": round(sum(c for _, c in measured[rule]), 1) if from_benchmarks else "",
+                "source": "benchmark" if from_benchmarks else "log",
+                "startup_s": round(startup * len(seconds), 1),
+                "figures": rule in FIGURE_RULES,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--config", nargs="*", default=["model=tiny_random"], help="--config of the run (README smoke run)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/pipeline.csv"))
+    parser.add_argument("--existing", type=Path, help="analyse a finished run in this directory instead of running")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    unit_before = machine_unit()
+    workdir = args.existing or fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-")))
+    env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
+    wall = cpu = report_s = None
+    if args.existing is None:
+        children = os.times()
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--config", *args.config]
+        run = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        after = os.times()
+        cpu = (after.children_user - children.children_user) + (after.children_system - children.children_system)
+        if run.returncode != 0:
+            sys.exit(f"the run failed in {workdir}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    report = workdir / "results" / "report.html"
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--report", str(report), "--config", *args.config],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    report_s = time.perf_counter() - start
+    unit = (unit_before + machine_unit()) / 2
+    load_after = os.getloadavg()
+
+    rows = analyse(workdir)
+    _, logged_wall = job_times(run_log(workdir))
+    wall = wall if wall is not None else logged_wall
+    total = sum(r["job_s"] for r in rows)
+    figures = sum(r["job_s"] for r in rows if r["figures"])
+    startup = sum(r["startup_s"] for r in rows)
+    summary = {
+        "rule": "TOTAL",
+        "jobs": sum(r["jobs"] for r in rows),
+        "job_s": round(total, 1),
+        "cpu_s": round(cpu, 1) if cpu is not None else "",
+        "source": f"wall {wall:.1f} s",
+        "startup_s": round(startup, 1),
+        "figures": f"{figures / total:.0%} of job-s",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(summary))
+        writer.writeheader()
+        writer.writerows([*rows, summary])
+    print(f"workdir: {workdir}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+    print(
+        f"machine unit: {unit:.2f} s ({UNIT_REPEATS} float32 {UNIT_SIZE}x{UNIT_SIZE} matmuls, 1 thread; before {unit_before:.2f})"
+    )
+    print()
+    print("| rule | jobs | job-seconds | CPU seconds | source | start-up (est.) | figure job |")
+    print("|---|---|---|---|---|---|---|")
+    for row in [*rows, summary]:
+        print("| " + " | ".join(str(value) for value in row.values()) + " |")
+    print()
+    print(
+        f"wall {wall:.1f} s = {wall / unit:.0f} machine units; job-seconds {total:.1f}; "
+        f"figure jobs {figures / total:.0%}; start-up {startup / total:.0%} (estimated); "
+        f"report {report.stat().st_size / 1e6:.1f} MB in {report_s:.1f} s"
+    )
+    if args.existing is None and not args.keep:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()

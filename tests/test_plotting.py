@@ -1,0 +1,104 @@
+"""Saving figures: images reduced to the pixels they are drawn at, PNG for pictures, PDF for plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from cliplens import plotting
+
+
+@pytest.fixture(autouse=True)
+def gallery_pdf_off():
+    """Every test starts (and leaves) with the default: no PDF beside pictures."""
+    plotting.set_gallery_pdf(False)
+    yield
+    plotting.set_gallery_pdf(False)
+
+
+def _photo_figure(photo: np.ndarray) -> plt.Figure:
+    fig, axis = plt.subplots(figsize=(2.0, 2.0))
+    axis.imshow(photo)
+    axis.set_axis_off()
+    return fig
+
+
+def _psnr(first: np.ndarray, second: np.ndarray) -> float:
+    return float(-10 * np.log10(((first - second) ** 2).mean()))
+
+
+def test_pictures_are_reduced_to_their_drawn_pixels_and_look_the_same(tmp_path: Path) -> None:
+    photo = data.astronaut()  # 512 x 512, drawn at 2 in x 100 dpi at most
+    reference = _photo_figure(photo)
+    reference.savefig(tmp_path / "reference.png", dpi=plotting.DPI, bbox_inches="tight")  # matplotlib resamples
+    fig = _photo_figure(photo)
+    assert plotting.fit_images_to_display(fig, plotting.DPI) == 1
+    fig.savefig(tmp_path / "reduced.png", dpi=plotting.DPI, bbox_inches="tight")
+    image = fig.axes[0].get_images()[0]
+    drawn = image.get_window_extent().width * plotting.DPI / fig.dpi
+    axes_pixels = fig.axes[0].get_position().width * fig.get_size_inches()[0] * plotting.DPI
+    assert drawn <= image.get_array().shape[0] == image.get_array().shape[1] <= axes_pixels < 250  # never below drawn
+    ours, theirs = (matplotlib.image.imread(tmp_path / f"{name}.png")[..., :3] for name in ("reduced", "reference"))
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).mean() < 3 / 255 and _psnr(ours, theirs) > 30
+    plt.close("all")
+
+
+def test_pngs_hold_a_palette_of_256_colours_close_to_the_rendering(tmp_path: Path) -> None:
+    fig = _photo_figure(data.astronaut())
+    plotting.fit_images_to_display(fig, plotting.DPI)
+    fig.savefig(tmp_path / "rgb.png", dpi=plotting.DPI, bbox_inches="tight")
+    plotting.save_figure(fig, tmp_path / "palette.png")
+    with Image.open(tmp_path / "palette.png") as palette:
+        assert palette.mode == "P" and len(palette.getcolors(256) or []) <= 256
+        ours = np.asarray(palette.convert("RGB"), dtype=np.float64) / 255
+    rgb = matplotlib.image.imread(tmp_path / "rgb.png")[..., :3]
+    assert ours.shape == rgb.shape and _psnr(ours, rgb) > 30
+    assert (tmp_path / "palette.png").stat().st_size < 0.6 * (tmp_path / "rgb.png").stat().st_size
+
+
+def test_label_maps_are_subsampled_not_averaged() -> None:
+    labels = np.repeat(np.repeat(np.arange(36).reshape(6, 6) * 7, 100, axis=0), 100, axis=1)  # 600 x 600
+    fig, axis = plt.subplots(figsize=(2.0, 2.0))
+    axis.imshow(labels, interpolation="nearest", cmap="tab20")
+    assert plotting.fit_images_to_display(fig, plotting.DPI) == 0  # a label map is no picture
+    reduced = np.asarray(axis.get_images()[0].get_array())
+    assert reduced.shape[0] < 300 and set(np.unique(reduced)) == set(np.unique(labels))
+    plt.close(fig)
+
+
+def test_small_images_are_left_as_they_are() -> None:
+    photo = data.astronaut()[::16, ::16]  # 32 x 32, drawn larger
+    fig = _photo_figure(photo)
+    assert plotting.fit_images_to_display(fig, plotting.DPI) == 1
+    assert np.array_equal(fig.axes[0].get_images()[0].get_array(), photo)
+    plt.close(fig)
+
+
+def test_pictures_get_png_only_unless_asked_and_plots_always_get_pdf(tmp_path: Path) -> None:
+    def plot() -> plt.Figure:
+        fig, axis = plt.subplots()
+        axis.plot([0, 1, 2], [1, 0, 2])
+        return fig
+
+    def heatmap() -> plt.Figure:
+        fig, axis = plt.subplots()
+        axis.imshow(np.arange(12.0).reshape(3, 4))
+        return fig
+
+    def suffixes(written: list[Path]) -> list[str]:
+        assert all(path.is_file() and path.stat().st_size > 500 for path in written)
+        return sorted(path.suffix for path in written)
+
+    assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "gallery.png")) == [".png"]
+    assert suffixes(plotting.save_figure(plot(), tmp_path / "plot.png")) == [".pdf", ".png"]
+    assert suffixes(plotting.save_figure(heatmap(), tmp_path / "heatmap.png")) == [".pdf", ".png"]
+    plotting.set_gallery_pdf(True)
+    assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".pdf", ".png"]
+    assert (tmp_path / "asked.pdf").read_bytes().startswith(b"%PDF")
