@@ -36,25 +36,27 @@ def tiny_loaded(tiny_model_cfg):
     return load_model(tiny_model_cfg)
 
 
-EXPLORED_RUN = [
+SMOKE_RUN = [
     "model=tiny_random",
     "perturbation=smoke",
     "stats.n_boot=50",
-    "explain.max_images=4",
+    "explain.max_images=6",
     "interpret.n_boot=50",
     "interpret.max_images=8",
 ]
-"""Hydra overrides of the small finished run the explorer and CLI tests share (run through ``cliplens run``)."""
+"""Hydra overrides of the small finished run of every line that the pipeline, CLI and explorer tests share."""
+SMOKE = [key.replace(".", "__") + "=" + value for key, value in (o.split("=", 1) for o in SMOKE_RUN)]
+"""The same run as Snakemake ``--config`` pairs."""
 
 
 @pytest.fixture(scope="session")
-def explored_run(tmp_path_factory) -> Path:
-    """A finished tiny_random run of every line, made by ``cliplens run`` in a fresh folder."""
+def smoke_run(tmp_path_factory) -> Path:
+    """A finished tiny_random run of every line, made by ``cliplens run`` in a fresh folder (do not modify it)."""
     import subprocess
     import sys
 
-    workdir = tmp_path_factory.mktemp("explored")
-    command = [sys.executable, "-m", "cliplens.cli", "run", *EXPLORED_RUN, "--", "--cores", "2", "--directory", str(workdir)]
+    workdir = tmp_path_factory.mktemp("smoke")
+    command = [sys.executable, "-m", "cliplens.cli", "run", *SMOKE_RUN, "--", "--cores", "2", "--directory", str(workdir)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=1800)
     assert result.returncode == 0, f"cliplens run failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import EXPLORED_RUN, ROOT
+from conftest import ROOT, SMOKE_RUN
 from test_pipeline import planned_jobs, snakemake
 
 from cliplens.cli import main, snakemake_command, snakemake_config
@@ -118,15 +118,15 @@ def test_dry_run_equals_the_snakemake_config_dry_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_after_a_change_plans_what_snakemake_plans(explored_run):
-    changed = [o for o in EXPLORED_RUN if not o.startswith("stats.")] + ["stats.n_boot=60"]
-    result = cliplens("run", *changed, "--", "-n", "--directory", str(explored_run), cwd=explored_run)
+def test_rerun_after_a_change_plans_what_snakemake_plans(smoke_run):
+    changed = [o for o in SMOKE_RUN if not o.startswith("stats.")] + ["stats.n_boot=60"]
+    result = cliplens("run", *changed, "--", "-n", "--directory", str(smoke_run), cwd=smoke_run)
     assert result.returncode == 0, result.stderr[-3000:]
     pairs = [key.replace(".", "__") + "=" + value for key, value in (o.split("=", 1) for o in changed)]
-    expected = snakemake(explored_run, "-n", config=pairs)
+    expected = snakemake(smoke_run, "-n", config=pairs)
     jobs = planned_jobs(result.stdout)
     assert jobs and sorted(jobs) == sorted(planned_jobs(expected.stdout))
     rules = {rule for rule, _ in jobs}
     assert "perturbation_stats" in rules and not rules & {"embed_images", "decompose_images", "explain_maps"}
-    unchanged = cliplens("run", *EXPLORED_RUN, "--", "-n", "--directory", str(explored_run), cwd=explored_run)
+    unchanged = cliplens("run", *SMOKE_RUN, "--", "-n", "--directory", str(smoke_run), cwd=smoke_run)
     assert unchanged.returncode == 0 and planned_jobs(unchanged.stdout) == []

@@ -39,9 +39,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def explorer(explored_run):
+def explorer(smoke_run):
     port = free_port()
-    app = build_app(explored_run / "results")
+    app = build_app(smoke_run / "results")
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
     yield f"http://127.0.0.1:{port}"
     app.close()
@@ -110,12 +110,12 @@ def test_every_view_names_the_model_and_its_random_weights(browser):
     }
 
 
-def test_perturbations_view_sorts_images_by_susceptibility(browser, explored_run):
+def test_perturbations_view_sorts_images_by_susceptibility(browser, smoke_run):
     open_tab(browser, "Perturbations")
     browser.find_element(By.ID, "perturbations-go").click()
     wait_for(browser, lambda: "most susceptible first" in text_of(browser, "perturbations-text"))
     wait_for(browser, lambda: images_in(browser, "perturbations-gallery") >= 4)
-    susceptibility = pd.read_parquet(explored_run / RUN.format(line="perturbation") / "susceptibility.parquet")
+    susceptibility = pd.read_parquet(smoke_run / RUN.format(line="perturbation") / "susceptibility.parquet")
     family = susceptibility[susceptibility["family"] == "contrast"]  # the first family, alphabetically
     assert "contrast at severity 5" in text_of(browser, "perturbations-text")
     rows = table_rows(browser, "perturbations-table")
@@ -140,7 +140,7 @@ def test_maps_view_computes_a_typed_prompt_and_reads_stored_labels(browser):
     wait_for(browser, lambda: "stored by the workflow" in text_of(browser, "maps-text"))
 
 
-def test_heads_view_shows_textspan_label_neighbours_and_topic_map(browser, explored_run):
+def test_heads_view_shows_textspan_label_neighbours_and_topic_map(browser, smoke_run):
     open_tab(browser, "Heads")
     type_into(browser, "heads-text", "a photo of a cat")
     browser.find_element(By.ID, "heads-go").click()
@@ -148,18 +148,18 @@ def test_heads_view_shows_textspan_label_neighbours_and_topic_map(browser, explo
     wait_for(browser, lambda: images_in(browser, "heads-topic") >= 1)
     header = text_of(browser, "heads-text-out")
     layer, head = (int(v) for v in header.split("Layer ")[1].split(":")[0].split(", head "))
-    labels = pd.read_csv(explored_run / RUN.format(line="interpret") / "head_labels.csv")
+    labels = pd.read_csv(smoke_run / RUN.format(line="interpret") / "head_labels.csv")
     expected = labels[(labels["layer"] == layer) & (labels["head"] == head)]["label"].iloc[0]
     assert f"property {expected}" in header
-    spans = pd.read_csv(explored_run / RUN.format(line="interpret") / "textspan.csv")
+    spans = pd.read_csv(smoke_run / RUN.format(line="interpret") / "textspan.csv")
     first_text = spans[(spans["layer"] == layer) & (spans["head"] == head) & (spans["rank"] == 0)]["text"].iloc[0]
     assert table_rows(browser, "heads-spans")[0][1] == first_text
     assert images_in(browser, "heads-nearest") >= 1
     screenshot(browser, "heads")
 
 
-def test_search_view_finds_heads_of_a_property_and_of_a_text(browser, explored_run):
-    labels = pd.read_csv(explored_run / RUN.format(line="interpret") / "head_labels.csv")
+def test_search_view_finds_heads_of_a_property_and_of_a_text(browser, smoke_run):
+    labels = pd.read_csv(smoke_run / RUN.format(line="interpret") / "head_labels.csv")
     prop = labels["label"].value_counts().index[0]
     open_tab(browser, "Search")
     type_into(browser, "search-query", prop)

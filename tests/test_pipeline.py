@@ -12,22 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, SMOKE
 from PIL import Image
 
 from cliplens.io import read_embeddings, read_provenance
 from cliplens.perturbation.families import FAMILIES
 
 pytestmark = pytest.mark.slow
-
-SMOKE = [
-    "model=tiny_random",
-    "perturbation=smoke",
-    "stats__n_boot=50",
-    "explain__max_images=6",
-    "interpret__n_boot=50",
-    "interpret__max_images=8",
-]
 
 
 def snakemake(workdir: Path, *args: str, config: list[str] = (), check: bool = True) -> subprocess.CompletedProcess:
@@ -46,13 +37,6 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run lists."""
     jobs = re.findall(r"rule (\w+):\n((?:    .*\n)+)", output)
     return [(rule, (re.search(r"wildcards: (.*)", body) or [None, ""])[1]) for rule, body in jobs]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("smoke")
-    snakemake(workdir, "--cores", "2", config=SMOKE)
-    return workdir
 
 
 def test_smoke_run_writes_embeddings_statistics_and_figures(smoke_run):

@@ -319,7 +319,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     manifest = table.to_pandas()
     base = Path(path).parent.absolute()
     for column in ("path", "mask_path"):
-        manifest[column] = [None if p is None else str(base / p) if not os.path.isabs(p) else p for p in manifest[column]]
+        manifest[column] = [None if pd.isna(p) else p if os.path.isabs(p) else str(base / p) for p in manifest[column]]
     manifest.attrs.update(json.loads((table.schema.metadata or {}).get(MANIFEST_METADATA_KEY, b"{}")))
     return manifest
 
@@ -328,7 +328,7 @@ def _relative_paths(paths: pd.Series, base: Path) -> list[str | None]:
     """Paths below ``base`` relative to it, others absolute (None stays None)."""
     stored: list[str | None] = []
     for path in paths:
-        if path is None or (isinstance(path, float) and np.isnan(path)):
+        if pd.isna(path):
             stored.append(None)
             continue
         absolute = Path(os.path.abspath(path))
