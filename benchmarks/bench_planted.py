@@ -1,6 +1,6 @@
 """Train the planted-world CLIP from scratch on CPU and measure what it learned, zero-shot.
 
-    python benchmarks/bench_planted.py [--train 8000] [--test 2000] [--test-shifted 2000]
+    python benchmarks/bench_planted.py [--train 24000] [--test 2000] [--test-shifted 2000]
         [--steps N] [--batch-size N] [--lr X] [--threads 2] [--out benchmarks/out/planted.csv]
 
 Generates the planted-concept world (``cliplens.planted``, default PlantedConfig apart from the
@@ -50,7 +50,7 @@ def worst_group_accuracy(predicted_shapes: np.ndarray, records: pd.DataFrame) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=8000)
+    parser.add_argument("--train", type=int, default=24000)
     parser.add_argument("--test", type=int, default=2000)
     parser.add_argument("--test-shifted", type=int, default=2000)
     for field in ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "seed"):

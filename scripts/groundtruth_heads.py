@@ -23,7 +23,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     vocabularies = world.vocabularies()
     loaded = load_model(params.model)
     pool = planted_text_pool(vocabularies, params.distractors)
-    attribute_texts = {a: attribute_text_embeddings(loaded, vocabularies[a], a) for a in ("colour", "shape")}
+    attribute_texts = {a: attribute_text_embeddings(loaded, vocabularies, a) for a in ("colour", "shape")}
 
     images, _, records = generate_split(world, "test")
     contributions = decompose_all(loaded, images, ids=records["image_id"])

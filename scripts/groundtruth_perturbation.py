@@ -6,8 +6,8 @@ from cliplens.models import load_model
 from cliplens.perturbation.figures import plot_attribute_accuracy
 from cliplens.perturbation.groundtruth import ATTRIBUTES, attribute_accuracy, perturbation_expectations
 from cliplens.runtime import job_logging
-from cliplens.text import encode_prompts
-from cliplens.training import TEMPLATES
+from cliplens.text import encode_labels
+from cliplens.training import attribute_templates
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
@@ -15,7 +15,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     vocabularies = manifest.attrs["vocabularies"]
     loaded = load_model(params.model)
     attribute_texts = {
-        a: (vocabularies[a], encode_prompts(loaded, [TEMPLATES[a].format(v) for v in vocabularies[a]]).numpy())
+        a: (vocabularies[a], encode_labels(loaded, vocabularies[a], attribute_templates(vocabularies, a)).numpy())
         for a in ATTRIBUTES
     }
     files = [path for name in inputs.keys() if name == "clean" or name.startswith("perturbed_") for path in inputs[name]]

@@ -18,6 +18,8 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     training = TrainingConfig.from_mapping({**cfg["training"], "device": str(resolve_device(cfg["device"]))})
     images, _, records = generate_split(world, "train")
     held_out_images, _, held_out = generate_split(world, "test")
+    single = (held_out["num_objects"] == 1).to_numpy()  # their labels are unambiguous: no "first" object to guess
+    held_out_images, held_out = held_out_images[single], held_out[single].reset_index(drop=True)
     vocabularies = world.vocabularies()
     model, tokenizer = create_planted_clip(cfg["seed"])
 
@@ -37,6 +39,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         "steps": int(final["step"]),
         "seconds": round(time.perf_counter() - start, 1),
         "final_loss": float(final["loss"]),
+        "held_out_images": len(held_out),
         "held_out_zero_shot_accuracy": {
             c.removeprefix("accuracy_"): float(final[c]) for c in history if c.startswith("accuracy_")
         },

@@ -48,6 +48,7 @@ def test_trained_model_knows_colour_far_above_chance(planted_run):
     card = json.loads((planted_run / "results/models/planted_clip/model_card.json").read_text())
     accuracy, chance = card["held_out_zero_shot_accuracy"], card["chance"]
     assert card["steps"] == 60 and card["seconds"] > 0
+    assert 0 < card["held_out_images"] < 200  # single-object test images only: their labels are unambiguous
     assert accuracy["colour"] > chance["colour"] + 0.5
     assert (planted_run / "results/models/planted_clip/checkpoint.pt").stat().st_size > 0
 
@@ -56,7 +57,7 @@ def test_grayscale_lowers_colour_accuracy_more_than_shape_accuracy(planted_run):
     table = pd.read_csv(planted_run / GROUNDTRUTH / "perturbation.csv")
     accuracy = table.pivot_table(index=["family", "severity"], columns="attribute", values="accuracy")
     drop = accuracy.loc[("clean", 0)] - accuracy.loc["grayscale"].mean()
-    assert drop["colour"] > 0.3  # measured 0.54 (clean 0.91, chance 0.17)
+    assert drop["colour"] > 0.3  # measured 0.43 (clean 0.88 over all images, chance 0.17); normalised 0.60
     assert drop["colour"] > drop["shape"] + 0.2
     assert normalised_drops(table).loc["grayscale", "colour"] > 0.5
 

@@ -60,7 +60,7 @@ def decomposed(loaded, splits):
 
 @pytest.fixture(scope="module")
 def class_texts(loaded):
-    return {a: attribute_text_embeddings(loaded, VOCABULARIES[a], a) for a in ("colour", "shape")}
+    return {a: attribute_text_embeddings(loaded, VOCABULARIES, a) for a in ("colour", "shape")}
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
+import torch.nn.functional as F
 
 from cliplens.planted import PlantedConfig, generate_split
-from cliplens.training import TrainingConfig, create_planted_clip, lr_factor, train_clip
+from cliplens.training import (
+    TrainingConfig,
+    attribute_templates,
+    class_embeddings,
+    create_planted_clip,
+    lr_factor,
+    train_clip,
+    zero_shot_accuracies,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +56,39 @@ def test_schedule_warms_up_then_decays_to_zero():
 def test_invalid_settings_name_the_key(values, key):
     with pytest.raises(ValueError, match=key):
         TrainingConfig.from_mapping(values)
+
+
+def test_each_prompt_ensemble_is_every_one_object_caption_of_the_world():
+    world = PlantedConfig(counts={"train": 200, "test": 0, "test_shifted": 0})
+    vocabularies = world.vocabularies()
+    _, _, records = generate_split(world, "train")
+    single = records[records["num_objects"] == 1]
+    for attribute, values in vocabularies.items():
+        templates = attribute_templates(vocabularies, attribute)
+        assert len(templates) == math.prod(len(v) for a, v in vocabularies.items() if a != attribute)
+        prompts = {template.format(value) for template in templates for value in values}
+        assert len(prompts) == math.prod(len(v) for v in vocabularies.values())
+        assert set(single["caption"]) <= prompts
+    with pytest.raises(ValueError, match="attribute"):
+        attribute_templates(vocabularies, "texture")
+
+
+def test_class_embeddings_average_the_normalised_prompt_embeddings():
+    model, tokenizer = create_planted_clip(0)
+    templates = ["a small {} square at the top on dots", "a large {} ring at the left on noise"]
+    with torch.no_grad():
+        ensembled = class_embeddings(model.eval(), tokenizer, ["red", "blue"], templates)
+        prompts = F.normalize(model.encode_text(tokenizer([t.format(v) for v in ["red", "blue"] for t in templates])), dim=-1)
+    expected = F.normalize(prompts.view(2, 2, -1).mean(1), dim=-1)
+    torch.testing.assert_close(ensembled, expected)
+    assert not torch.allclose(ensembled[0], prompts[0])  # the mean, not one prompt
+
+
+def test_zero_shot_accuracies_name_an_unknown_attribute():
+    world = PlantedConfig(counts={"train": 0, "test": 4, "test_shifted": 0})
+    images, _, records = generate_split(world, "test")
+    model, tokenizer = create_planted_clip(0)
+    accuracies = zero_shot_accuracies(model, tokenizer, images, records, world.vocabularies())
+    assert set(accuracies) == set(world.vocabularies()) and all(0 <= a <= 1 for a in accuracies.values())
+    with pytest.raises(ValueError, match="label"):
+        zero_shot_accuracies(model, tokenizer, images, records, {"label": ["circle"]})

@@ -122,7 +122,7 @@ DEFAULT_COLOURS = {
 }
 DEFAULT_SIZES = {"small": 0.15, "large": 0.27}
 """Size name -> radius as a fraction of the image size."""
-DEFAULT_COUNTS = {"train": 8000, "test": 1000, "test_shifted": 1000}
+DEFAULT_COUNTS = {"train": 24000, "test": 1000, "test_shifted": 1000}
 DISTRACTORS = (
     "a photo of a dog",
     "a cup of coffee",
@@ -266,9 +266,14 @@ def _background(cfg: PlantedConfig, rng: np.random.Generator, name: str, grid: G
     return grey[..., None] + rng.normal(0.0, PIXEL_NOISE, (cfg.image_size, cfg.image_size, 3))
 
 
+OBJECT_PHRASE = "a {size} {colour} {shape} at the {position}"
+"""How a caption names one object."""
+SINGLE_OBJECT_CAPTION = OBJECT_PHRASE + " on {background}"
+"""The caption of a one-object image."""
+
+
 def _caption(objects: list[dict[str, Any]], background: str) -> str:
-    phrases = [f"a {o['size']} {o['colour']} {o['shape']} at the {o['position']}" for o in objects]
-    return " and ".join(phrases) + f" on {background}"
+    return " and ".join(OBJECT_PHRASE.format(**o) for o in objects) + f" on {background}"
 
 
 def image_id(split: str, index: int) -> str:

@@ -8,6 +8,7 @@ batches come from a ``torch.Generator`` and the model from :func:`create_planted
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import cliplens.models  # noqa: F401  (registers the model configs of cliplens with open_clip)
+from cliplens.planted import SINGLE_OBJECT_CAPTION
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +31,37 @@ MODEL_NAME = "cliplens-planted-vit"
 MAX_LOGIT_SCALE = 100.0
 """CLIP's clamp on the learnable temperature (exp of the logit scale)."""
 
-TEMPLATES = {
-    "colour": "a {} shape",
-    "shape": "a {}",
-    "size": "a {} shape",
-    "position": "a shape at the {}",
-    "background": "a shape on {}",
-}
-"""Zero-shot prompt per attribute, in the words of the planted captions."""
+CAPTION_SLOTS = ("size", "colour", "shape", "position", "background")
+"""The attributes a one-object caption names (:data:`cliplens.planted.SINGLE_OBJECT_CAPTION`)."""
+
+
+def attribute_templates(vocabularies: Mapping[str, Sequence[str]], attribute: str) -> tuple[str, ...]:
+    """The zero-shot prompt ensemble of ``attribute``: every one-object caption with that attribute left as ``{}``.
+
+    The other attributes take every combination of their values, so the ensembled class embedding
+    of a value (mean of the normalised prompt embeddings) averages over every context the value
+    appears in, in the words of the training captions.
+    """
+    if attribute not in CAPTION_SLOTS:
+        raise ValueError(f"attribute: {attribute!r} is invalid; valid values: {list(CAPTION_SLOTS)}")
+    others = [slot for slot in CAPTION_SLOTS if slot != attribute]
+    return tuple(
+        SINGLE_OBJECT_CAPTION.format(**dict(zip(others, values)), **{attribute: "{}"})
+        for values in itertools.product(*(vocabularies[slot] for slot in others))
+    )
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation settings: AdamW with linear warm-up then cosine decay to zero."""
 
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
     seed: int = 0
-    eval_every: int = 100
+    eval_every: int = 250
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -183,17 +195,35 @@ def train_clip(
 
 
 @torch.no_grad()
+def class_embeddings(
+    model: open_clip.CLIP,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    values: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Prompt-ensembled class embeddings [V, D]: per value, the mean of its normalised prompt embeddings, renormalised."""
+    prompts = [template.format(value) for value in values for template in templates]
+    texts = torch.cat(
+        [
+            F.normalize(model.encode_text(tokenizer(prompts[start : start + batch_size]).to(model.logit_scale.device)), dim=-1)
+            for start in range(0, len(prompts), batch_size)
+        ]
+    )
+    return F.normalize(texts.view(len(values), len(templates), -1).mean(1), dim=-1)
+
+
+@torch.no_grad()
 def zero_shot_predictions(
     model: open_clip.CLIP,
     tokenizer: Callable[[Sequence[str]], torch.Tensor],
     images: np.ndarray,
     vocabularies: Mapping[str, Sequence[str]],
-    templates: Mapping[str, str] = TEMPLATES,
     batch_size: int = 512,
 ) -> dict[str, np.ndarray]:
-    """Per attribute, the value whose text ``templates[attribute].format(value)`` is closest to each image.
+    """Per attribute, the value whose ensembled class embedding (:func:`attribute_templates`) is closest to each image.
 
-    Images are encoded once (in batches), each attribute's texts once.
+    Images are encoded once (in batches), each attribute's prompts once.
     """
     model.eval()
     pixels = torch.as_tensor(images)
@@ -205,8 +235,7 @@ def zero_shot_predictions(
     )
     predictions = {}
     for attribute, vocabulary in vocabularies.items():
-        tokens = tokenizer([templates[attribute].format(value) for value in vocabulary]).to(features.device)
-        texts = F.normalize(model.encode_text(tokens), dim=-1)
+        texts = class_embeddings(model, tokenizer, vocabulary, attribute_templates(vocabularies, attribute))
         predictions[attribute] = np.asarray(vocabulary)[(features @ texts.T).argmax(-1).cpu().numpy()]
     return predictions
 
@@ -217,26 +246,12 @@ def zero_shot_accuracies(
     images: np.ndarray,
     records: pd.DataFrame,
     vocabularies: Mapping[str, Sequence[str]],
-    templates: Mapping[str, str] = TEMPLATES,
 ) -> dict[str, float]:
     """Per attribute, the share of images whose zero-shot prediction equals ``records[attribute]``."""
     for attribute in vocabularies:
-        if attribute not in records.columns or attribute not in templates:
+        if attribute not in records.columns or attribute not in CAPTION_SLOTS:
             raise ValueError(
-                f"attribute: {attribute!r} is invalid; valid values: {sorted(set(records.columns) & set(templates))}"
+                f"attribute: {attribute!r} is invalid; valid values: {sorted(set(records.columns) & set(CAPTION_SLOTS))}"
             )
-    predictions = zero_shot_predictions(model, tokenizer, images, vocabularies, templates)
+    predictions = zero_shot_predictions(model, tokenizer, images, vocabularies)
     return {attribute: float(np.mean(predicted == records[attribute].to_numpy())) for attribute, predicted in predictions.items()}
-
-
-def zero_shot_accuracy(
-    model: open_clip.CLIP,
-    tokenizer: Callable[[Sequence[str]], torch.Tensor],
-    images: np.ndarray,
-    records: pd.DataFrame,
-    attribute: str,
-    vocabulary: Sequence[str],
-    template: str,
-) -> float:
-    """Share of images whose zero-shot prediction over ``vocabulary`` equals ``records[attribute]``."""
-    return zero_shot_accuracies(model, tokenizer, images, records, {attribute: vocabulary}, {attribute: template})[attribute]

@@ -29,8 +29,8 @@ from cliplens.interpret.labels import HeadLabels
 from cliplens.interpret.textspan import Criterion, textspan_heads
 from cliplens.models import LoadedModel
 from cliplens.plotting import save_figure
-from cliplens.text import encode_prompts
-from cliplens.training import TEMPLATES
+from cliplens.text import encode_labels
+from cliplens.training import attribute_templates
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -75,9 +75,9 @@ def planted_text_pool(vocabularies: Mapping[str, Sequence[str]], distractors: Se
     return pd.DataFrame(rows, columns=["text", "category"]).drop_duplicates("text", ignore_index=True)
 
 
-def attribute_text_embeddings(loaded: LoadedModel, values: Sequence[str], attribute: str) -> np.ndarray:
-    """Normalised zero-shot class embeddings [V, D] of ``TEMPLATES[attribute]`` filled with each value."""
-    return encode_prompts(loaded, [TEMPLATES[attribute].format(value) for value in values]).numpy()
+def attribute_text_embeddings(loaded: LoadedModel, vocabularies: Mapping[str, Sequence[str]], attribute: str) -> np.ndarray:
+    """Zero-shot class embeddings [V, D] of ``vocabularies[attribute]``, ensembled over :func:`attribute_templates`."""
+    return encode_labels(loaded, vocabularies[attribute], attribute_templates(vocabularies, attribute)).numpy()
 
 
 def decompose_all(
