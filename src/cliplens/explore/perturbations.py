@@ -8,8 +8,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from cliplens.explore.data import Run, as_pil
-from cliplens.perturbation.families import FAMILIES, image_seeds, perturb
+from cliplens.explore.data import DISPLAY_SIZE, Run
+from cliplens.perturbation.embedding import perturbed_views
+from cliplens.perturbation.grid import family_specs
 
 SHOWN = 4
 """Images shown beside their perturbed versions (the most susceptible first when sorted)."""
@@ -53,18 +54,14 @@ def image_table(run: Run, family: str, severity: int, by_susceptibility: bool) -
 
 @functools.lru_cache(maxsize=64)
 def perturbed_images(run: Run, family: str, image_ids: tuple[str, ...]) -> list[list[Image.Image]]:
-    """Per image: the clean picture, then one per analysed severity (seed of the first configured seed)."""
-    pixels = run.pixels(list(image_ids))
-    params = run.cfg["perturbation"]["families"].get(family)
-    seed = run.cfg["perturbation"]["seeds"][0]
-    rows = [[picture] for picture in as_pil(pixels)]
-    if FAMILIES[family].needs_mask:
-        return rows
-    for severity in severities(run):
-        seeds = image_seeds(list(image_ids), family, severity, seed)
-        for row, picture in zip(rows, as_pil(perturb(pixels, family, severity, seeds, params))):
-            row.append(picture)
-    return rows
+    """Per image: the clean picture, then one per analysed severity (first configured seed), made
+    as the figures of the perturbation line make them (:func:`perturbed_views`)."""
+    grid = run.cfg["perturbation"]
+    specs = {family: family_specs(family, severities(run), grid["seeds"][:1], grid["families"].get(family) or {})}
+    rows = run.manifest.loc[list(image_ids)].reset_index(drop=True)
+    views = perturbed_views(rows, specs, DISPLAY_SIZE, grid["backend"])[family]
+    levels = [0, *severities(run)]
+    return [[Image.fromarray(views[image_id, level]) for level in levels] for image_id in image_ids]
 
 
 def show(run: Run, family: str, severity: int, by_susceptibility: bool) -> tuple[str, pd.DataFrame, list]:
