@@ -230,9 +230,9 @@ def _validate_dataset(dataset_cfg: Mapping[str, Any]) -> None:
     from cliplens.datasets import DatasetError, read_labels_csv
 
     csv = dataset_cfg.get("labels_csv")
-    if csv is not None and not Path(csv).expanduser().is_file():
-        raise ConfigError(f"dataset.labels_csv={csv!r} is not a file")
     if csv is not None:
+        if not Path(csv).expanduser().is_file():
+            raise ConfigError(f"dataset.labels_csv={csv!r} is not a file")
         try:
             read_labels_csv(csv)
         except DatasetError as error:
