@@ -52,8 +52,12 @@ def test_profile_plans_without_a_cluster(tmp_path):
     assert "workflow specific profile" in result.stderr  # profiles/default comes along
     jobs = planned_resources(result.stdout)
     assert {rule for rule, _ in jobs} >= {"prepare_dataset", "embed_images", "perturbation_stats", "explain_maps"}
+    planted = snakemake(tmp_path, "-n", "--directory", str(tmp_path), "--config", "dataset=planted", "model=planted_clip")
+    assert planted.returncode == 0, planted.stderr[-4000:]
+    jobs += planned_resources(planted.stdout)  # the ground-truth rules
     gpu_rules = {rule for rule, resources in jobs if resources.get("gpu") == "1"}
     assert gpu_rules == GPU_RULES, "every rule declaring gpu=1 needs GPU cluster resources in profiles/slurm, and only those"
+    assert set(SETTINGS["set-threads"]) == GPU_RULES, "a GPU job asks for its threads whatever the submitting machine has"
     for rule, resources in jobs:
         assert resources["slurm_partition"] == (GPU_PARTITION if rule in GPU_RULES else CPU_PARTITION), rule
         assert resources["slurm_account"] == ACCOUNT and "runtime" in resources and "mem_mb" in resources, rule

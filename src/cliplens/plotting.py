@@ -77,6 +77,7 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool =
     pictures = fit_images_to_display(fig, DPI)
     targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
     fig.draw_without_rendering()  # the layout, once: both formats crop to the same tight box
+    fig.set_layout_engine("none")  # keep the positions it found; no layout pass per format
     bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
     for target in targets:
         with atomic_output(target) as tmp:

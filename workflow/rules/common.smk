@@ -1,4 +1,6 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
+import functools
+
 from cliplens.planning import CLEAN, decomposable, interpret_figure_names, labelled, num_shards
 
 RESULTS = CFG["results_dir"]
@@ -27,6 +29,33 @@ wildcard_constraints:
 def model_config(wildcards):
     """The model's config section: a change reruns exactly that model's jobs."""
     return CFG["model_grid"][wildcards.model]
+
+
+MODEL_JOB_THREADS = 4
+"""Torch threads of a job that runs a model, at most (profiles/slurm asks for this many on a cluster)."""
+
+
+def model_job_threads(wildcards):
+    """Threads of a model job: half the cores, 1 to MODEL_JOB_THREADS, so that two model jobs run
+    side by side (on a small machine a job's start-up, not its forward passes, is most of its time)."""
+    cores = workflow._cores
+    return max(1, min(MODEL_JOB_THREADS, cores // 2)) if cores else MODEL_JOB_THREADS
+
+
+@functools.cache
+def cuda_here():
+    """Whether this machine has a CUDA device (torch is imported only when asked)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def gpu_slots(wildcards):
+    """The `gpu` resource of a model job: 1 when its model runs on CUDA here, else 0, so that the
+    one-GPU-job limit of profiles/default does not serialise a CPU-only machine. (profiles/slurm
+    sets gpu=1 for these rules: the submitting node need not have the GPU.)"""
+    device = CFG["model_grid"][wildcards.model]["device"]
+    return int(device.startswith("cuda") or (device == "auto" and cuda_here()))
 
 
 def family_config(family):

@@ -10,9 +10,9 @@ rule embed_images:
         "logs/benchmarks/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -36,9 +36,9 @@ rule embed_labels:
         "logs/benchmarks/embed_labels/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,

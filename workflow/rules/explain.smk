@@ -19,9 +19,9 @@ rule explain_maps:
         "logs/benchmarks/explain_maps/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -65,9 +65,9 @@ rule explain_prompt_maps:
         "logs/benchmarks/explain_prompt_maps/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
         explain=config_slice("explain", *MAP_SETTINGS, "prompts", "max_images", "figure_images"),
@@ -94,9 +94,9 @@ rule explain_evaluation:
         "logs/benchmarks/explain_evaluation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
@@ -119,9 +119,9 @@ rule explain_sanity_check:
         "logs/benchmarks/explain_sanity_check/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
         explain=config_slice("explain", *MAP_SETTINGS, "sanity_check"),

@@ -21,9 +21,9 @@ rule train_planted_model:
         "logs/benchmarks/train_planted_model/{model}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: MODEL_JOB_THREADS  # one job that every other waits for: all the threads it may have
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
     script:
@@ -67,9 +67,9 @@ rule groundtruth_maps:
         "logs/benchmarks/groundtruth_maps/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
@@ -94,9 +94,9 @@ rule groundtruth_heads:
         "logs/groundtruth_heads/{model}/{dataset}.log",
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=lambda wildcards: {**CFG["model_grid"][wildcards.model], "world": CFG["dataset"]["world"]},
         textspan=CFG["interpret"]["textspan"],

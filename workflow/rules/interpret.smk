@@ -21,9 +21,9 @@ rule embed_text_pool:
         "logs/benchmarks/embed_text_pool/{model}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
         templates=INTERPRET_CFG["textspan"]["templates"],
@@ -43,9 +43,9 @@ rule embed_properties:
         "logs/benchmarks/embed_properties/{model}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
     script:
@@ -64,9 +64,9 @@ rule decompose_images:
         "logs/benchmarks/decompose_images/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -181,9 +181,9 @@ rule interpret_queries:
         "logs/benchmarks/interpret_queries/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
         queries=INTERPRET_CFG["queries"],
@@ -211,9 +211,9 @@ rule decomposition_segmentation:
         "logs/benchmarks/decomposition_segmentation/{model}/{dataset}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:

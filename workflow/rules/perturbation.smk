@@ -63,9 +63,9 @@ rule embed_drift_labels:
         "logs/benchmarks/embed_drift_labels/{model}/{label_set}.tsv"
     conda:
         "../envs/cliplens.yaml"
-    threads: 4
+    threads: model_job_threads
     resources:
-        gpu=1,
+        gpu=gpu_slots,
     params:
         model=model_config,
         prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
