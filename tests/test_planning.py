@@ -96,7 +96,9 @@ def test_model_jobs_on_a_cpu_machine_share_the_cores(tmp_path, cores, threads):
     model_rules = {rule for rule, (_, gpu) in jobs.items() if gpu != "none"}
     assert {"embed_images", "explain_maps", "decompose_images"} <= model_rules
     assert all(jobs[rule] == (threads, "0") for rule in model_rules), jobs
-    planted = planned_jobs(tmp_path, "--cores", str(cores), "--config", "dataset=planted", "model=planted_clip", "model__device=cpu")
+    planted = planned_jobs(
+        tmp_path, "--cores", str(cores), "--config", "dataset=planted", "model=planted_clip", "model__device=cpu"
+    )
     assert planted["train_planted_model"] == (min(cores, 4), "0")
 
 
