@@ -148,13 +148,12 @@ def perturb(
     chunk = len(work)
     if work.device.type == "cpu":
         chunk = max(1, _CPU_CHUNK_PIXELS // (work.shape[-2] * work.shape[-1]))
-    parts = []
+    out = torch.empty_like(work)
     for start in range(0, len(work), chunk):
         batch = slice(start, start + chunk)
         mask_arg = {"masks": masks[batch]} if needs_mask and masks is not None else {}  # checked above
-        parts.append(_APPLY[family](work[batch], seeds[batch], **at_severity, **mask_arg))
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return out.clamp_(0.0, 1.0).to(images.dtype)
+        torch.clamp(_APPLY[family](work[batch], seeds[batch], **at_severity, **mask_arg), 0.0, 1.0, out=out[batch])
+    return out.to(images.dtype)
 
 
 def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: Tensor | None = None) -> Tensor:
@@ -536,16 +535,16 @@ def _jpeg_compression(images: Tensor, seeds: Tensor, *, quality: float) -> Tenso
     torchvision's batched ``encode_jpeg``/``decode_jpeg``: libjpeg on the CPU (bit-identical to
     PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors."""
     batch, _, height, width = images.shape
-    # 8-bit levels, interleaved (H, W, 3) in memory as libjpeg reads them: no per-image reordering
-    levels = torch.empty(batch, height, width, 3, dtype=images.dtype, device=images.device)
-    torch.mul(images, 255, out=levels.permute(0, 3, 1, 2)).round_().clamp_(0, 255)
-    pixels = levels.to(torch.int32).to(torch.uint8).permute(0, 3, 1, 2)  # through int32: a vectorised cast
+    # 8-bit levels (x in [0, 1]: 255 x + 0.5 truncated is 255 x rounded), written interleaved
+    # (H, W, 3) as libjpeg reads them: one pass, no per-image reordering
+    pixels = torch.empty(batch, height, width, 3, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
+    pixels.copy_(torch.add(images.new_tensor(0.5), images, alpha=255))
     if pixels.is_cuda:  # nvJPEG reads planar (C, H, W) memory
         pixels = pixels.contiguous()
     encoded = encode_jpeg(list(pixels), quality=int(quality))
     decoded = decode_jpeg([data.cpu() for data in encoded], device=images.device)
-    interleaved = torch.stack([image.permute(1, 2, 0) for image in decoded])
-    return interleaved.permute(0, 3, 1, 2).to(images.dtype, memory_format=torch.contiguous_format).div_(255)
+    interleaved = torch.stack([image.permute(1, 2, 0) for image in decoded]).permute(0, 3, 1, 2)
+    return torch.div(interleaved, 255, out=torch.empty_like(images))
 
 
 def _bin_means(rows: Tensor, length: int, size: int) -> Tensor:
