@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from cliplens.planted import PlantedConfig, generate_split
+from cliplens.planted import PlantedConfig, caption, generate_split
 from cliplens.training import (
     TrainingConfig,
+    attribute_swap_negatives,
     attribute_templates,
     class_embeddings,
+    contrastive_loss,
     create_planted_clip,
     lr_factor,
     train_clip,
     zero_shot_accuracies,
 )
 
+WORLD = PlantedConfig(counts={"train": 64, "test": 2, "test_shifted": 2})
+
 
 @pytest.fixture(scope="module")
 def world():
-    images, _, records = generate_split(PlantedConfig(counts={"train": 64, "test": 2, "test_shifted": 2}), "train")
+    images, _, records = generate_split(WORLD, "train")
     return images, records["caption"].tolist()
 
 
@@ -51,7 +56,14 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 @pytest.mark.parametrize(
     ("values", "key"),
-    [({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"), ({"steps": 10, "warmup_steps": 11}, "warmup_steps"), ({"stepz": 1}, "key")],
+    [
+        ({"steps": 0}, "steps"),
+        ({"lr": -1.0}, "lr"),
+        ({"steps": 10, "warmup_steps": 11}, "warmup_steps"),
+        ({"stepz": 1}, "key"),
+        ({"hard_negatives": ["hue"]}, "hard_negatives"),
+        ({"hard_negatives": ["shape", "shape"]}, "hard_negatives"),
+    ],
 )
 def test_invalid_settings_name_the_key(values, key):
     with pytest.raises(ValueError, match=key):
@@ -92,3 +104,39 @@ def test_zero_shot_accuracies_name_an_unknown_attribute():
     assert set(accuracies) == set(world.vocabularies()) and all(0 <= a <= 1 for a in accuracies.values())
     with pytest.raises(ValueError, match="label"):
         zero_shot_accuracies(model, tokenizer, images, records, {"label": ["circle"]})
+
+
+@pytest.mark.parametrize("attribute", ["colour", "shape", "size", "position", "background"])
+def test_a_swap_negative_is_its_caption_with_that_attribute_changed(attribute):
+    _, _, records = generate_split(WORLD, "train")
+    values = WORLD.vocabularies()[attribute]
+    negatives = attribute_swap_negatives(records, WORLD.vocabularies(), [attribute])
+    batch = torch.arange(len(records))
+    captions = negatives(batch, torch.Generator().manual_seed(0))
+    assert captions == negatives(batch, torch.Generator().manual_seed(0))  # drawn from the generator only
+    drawn = set()
+    for negative, record in zip(captions, records.itertuples()):
+        scene = json.loads(record.objects)
+        swaps = {}
+        for value in values:
+            if value != getattr(record, attribute):
+                changed = [dict(scene[0], **({attribute: value} if attribute != "background" else {})), *scene[1:]]
+                swaps[caption(changed, value if attribute == "background" else record.background)] = value
+        assert negative in swaps, (negative, record.caption)
+        drawn.add(swaps[negative])
+    assert len(drawn) == len(values)  # every other value gets drawn
+    assert len(negatives(batch[:5], torch.Generator())) == 5
+
+
+def test_hard_negatives_only_add_candidates_for_the_images():
+    images, texts = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    plain = contrastive_loss(images, texts, scale)
+    assert contrastive_loss(images, texts, scale, texts[:0]) == pytest.approx(plain.item())
+    negatives = F.normalize(torch.randn(16, 8), dim=-1)
+    logits, labels = scale * images @ texts.T, torch.arange(4)
+    image_side = F.cross_entropy(torch.cat([logits, scale * images @ negatives.T], 1), labels)
+    assert contrastive_loss(images, texts, scale, negatives) == pytest.approx(
+        (image_side + F.cross_entropy(logits.T, labels)).item() / 2
+    )
+    assert image_side > F.cross_entropy(logits, labels)  # more candidates for each image; the texts' side unchanged

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,7 +272,8 @@ SINGLE_OBJECT_CAPTION = OBJECT_PHRASE + " on {background}"
 """The caption of a one-object image."""
 
 
-def _caption(objects: list[dict[str, Any]], background: str) -> str:
+def caption(objects: Sequence[Mapping[str, Any]], background: str) -> str:
+    """The caption of objects (each with size, colour, shape and position, in drawing order) on a background."""
     return " and ".join(OBJECT_PHRASE.format(**o) for o in objects) + f" on {background}"
 
 
@@ -313,7 +314,7 @@ def generate_image(cfg: PlantedConfig, split: str, index: int) -> tuple[np.ndarr
         "split": split,
         "label": first["shape"],
         "label_index": cfg.shapes.index(first["shape"]),
-        "caption": _caption(objects, background),
+        "caption": caption(objects, background),
         "background": background,
         "num_objects": len(objects),
         **{key: first[key] for key in ("colour", "shape", "size", "position")},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import cliplens.models  # noqa: F401  (registers the model configs of cliplens with open_clip)
-from cliplens.planted import SINGLE_OBJECT_CAPTION
+from cliplens.planted import SINGLE_OBJECT_CAPTION, caption
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class TrainingConfig:
     warmup_steps: int = 50
     seed: int = 0
     eval_every: int = 250
+    hard_negatives: tuple[str, ...] = ()
+    """Attributes (of :data:`CAPTION_SLOTS`) that each make one extra negative caption per image:
+    the image's caption with that attribute of its first object (or the background) swapped for
+    another value, as in NegCLIP (Yuksekgonul et al., ICLR 2023)."""
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -77,6 +82,10 @@ class TrainingConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr: {self.lr!r} is invalid; valid values: a number > 0")
+        if not set(self.hard_negatives) <= set(CAPTION_SLOTS) or len(set(self.hard_negatives)) != len(self.hard_negatives):
+            raise ValueError(
+                f"hard_negatives: {list(self.hard_negatives)!r} is invalid; valid values: distinct names from {list(CAPTION_SLOTS)}"
+            )
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: {self.weight_decay!r} is invalid; valid values: a number >= 0")
         try:
@@ -93,7 +102,7 @@ class TrainingConfig:
         for key in values:
             if key not in fields:
                 raise ValueError(f"key: {key!r} is invalid; valid values: {fields}")
-        return cls(**values)
+        return cls(**{key: tuple(value) if key == "hard_negatives" else value for key, value in values.items()})
 
 
 def create_planted_clip(seed: int = 0) -> tuple[open_clip.CLIP, Callable[[Sequence[str]], torch.Tensor]]:
@@ -130,11 +139,49 @@ def lr_factor(cfg: TrainingConfig, step: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of matching (image, text) pairs."""
+def contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    negative_features: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching (image, text) pairs; texts in
+    ``negative_features`` (matching no image) join the candidates of each image only."""
     logits = logit_scale * image_features @ text_features.T
     labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    image_logits = (
+        logits if negative_features is None else torch.cat([logits, logit_scale * image_features @ negative_features.T], 1)
+    )
+    return (F.cross_entropy(image_logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+Negatives = Callable[[torch.Tensor, torch.Generator], list[str]]
+"""Extra negative captions for a batch (indices into the training set), drawn with the generator."""
+
+
+def attribute_swap_negatives(
+    records: pd.DataFrame, vocabularies: Mapping[str, Sequence[str]], attributes: Sequence[str]
+) -> Negatives:
+    """Per attribute and image of a batch, the image's caption with that attribute swapped for a
+    uniformly drawn other value: of the first object, or the background (planted ``records``)."""
+    objects = [json.loads(text) for text in records["objects"]]
+    backgrounds = records["background"].tolist()
+
+    def negatives(batch: torch.Tensor, generator: torch.Generator) -> list[str]:
+        captions = []
+        for attribute in attributes:
+            values = list(vocabularies[attribute])
+            shifts = torch.randint(1, len(values), (len(batch),), generator=generator).tolist()
+            for index, shift in zip(batch.tolist(), shifts):
+                scene, background = [dict(item) for item in objects[index]], backgrounds[index]
+                if attribute == "background":
+                    background = values[(values.index(background) + shift) % len(values)]
+                else:
+                    scene[0][attribute] = values[(values.index(scene[0][attribute]) + shift) % len(values)]
+                captions.append(caption(scene, background))
+        return captions
+
+    return negatives
 
 
 def train_clip(
@@ -145,8 +192,12 @@ def train_clip(
     cfg: TrainingConfig,
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
     log: logging.Logger = log,
+    negatives: Negatives | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on (uint8 [N, S, S, 3] images, captions); return one row per step.
+
+    ``negatives`` (e.g. :func:`attribute_swap_negatives`) adds hard negative captions to each
+    batch, drawn from their own generator: without them the batches are those of a run without.
 
     Each row holds step, loss, lr and seconds (training time so far, evaluation excluded). Every
     ``cfg.eval_every`` steps and at the last step, ``evaluate(model)``'s metrics join the row and a
@@ -158,6 +209,7 @@ def train_clip(
         )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
+    negatives_generator = torch.Generator().manual_seed(cfg.seed + 1)
     pixels = torch.as_tensor(images)
     tokens = tokenizer(list(captions))
     model.to(cfg.device).train()
@@ -167,8 +219,12 @@ def train_clip(
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
         batch = torch.randperm(len(pixels), generator=generator)[: cfg.batch_size]
-        image_features, text_features, logit_scale = model(_pixels(model, pixels[batch]), tokens[batch].to(cfg.device))
-        loss = contrastive_loss(image_features, text_features, logit_scale)
+        texts = tokens[batch]
+        if negatives is not None:
+            texts = torch.cat([texts, tokenizer(negatives(batch, negatives_generator))])
+        image_features, text_features, logit_scale = model(_pixels(model, pixels[batch]), texts.to(cfg.device))
+        extra = text_features[len(batch) :] if negatives is not None else None
+        loss = contrastive_loss(image_features, text_features[: len(batch)], logit_scale, extra)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
