@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from cliplens.planted import PlantedConfig, caption, generate_split
 from cliplens.training import (
     TrainingConfig,
+    attribute_pairs,
     attribute_swap_negatives,
     attribute_templates,
     class_embeddings,
@@ -140,3 +141,20 @@ def test_hard_negatives_only_add_candidates_for_the_images():
         (image_side + F.cross_entropy(logits.T, labels)).item() / 2
     )
     assert image_side > F.cross_entropy(logits, labels)  # more candidates for each image; the texts' side unchanged
+
+
+def test_paired_batches_join_each_image_to_one_differing_in_one_listed_attribute():
+    _, _, records = generate_split(PlantedConfig(counts={"train": 1500, "test": 2, "test_shifted": 2}), "train")
+    attributes = ["shape", "colour"]
+    pair = attribute_pairs(records, attributes)
+    batch = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:65]
+    paired = pair(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(paired, pair(batch, torch.Generator().manual_seed(3)))
+    assert torch.equal(paired[:32], batch[:32]) and paired[64] == batch[64] and len(paired) == 65
+    found = 0
+    for anchor, partner in zip(paired[:32].tolist(), paired[32:64].tolist()):
+        a, b = records.iloc[anchor], records.iloc[partner]
+        scene_a, scene_b = json.loads(a.objects), json.loads(b.objects)
+        swapped = {caption([{**scene_a[0], key: scene_b[0][key]}, *scene_a[1:]], a.background) for key in attributes}
+        found += b.caption != a.caption and b.caption in swapped
+    assert found >= 12  # 16 here: most one-object anchors find a partner; random partners (the rest) almost never are one

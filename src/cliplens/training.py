@@ -67,6 +67,10 @@ class TrainingConfig:
     """Attributes (of :data:`CAPTION_SLOTS`) that each make one extra negative caption per image:
     the image's caption with that attribute of its first object (or the background) swapped for
     another value, as in NegCLIP (Yuksekgonul et al., ICLR 2023)."""
+    paired_attributes: tuple[str, ...] = ()
+    """Attributes (of :data:`CAPTION_SLOTS`) on which batches are paired: half of each batch is
+    drawn at random, and each of those images brings a partner whose caption differs from its own
+    in exactly one of these attributes (drawn uniformly), so the loss must tell such captions apart."""
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -82,10 +86,10 @@ class TrainingConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr: {self.lr!r} is invalid; valid values: a number > 0")
-        if not set(self.hard_negatives) <= set(CAPTION_SLOTS) or len(set(self.hard_negatives)) != len(self.hard_negatives):
-            raise ValueError(
-                f"hard_negatives: {list(self.hard_negatives)!r} is invalid; valid values: distinct names from {list(CAPTION_SLOTS)}"
-            )
+        for key in ("hard_negatives", "paired_attributes"):
+            names = getattr(self, key)
+            if not set(names) <= set(CAPTION_SLOTS) or len(set(names)) != len(names):
+                raise ValueError(f"{key}: {list(names)!r} is invalid; valid values: distinct names from {list(CAPTION_SLOTS)}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: {self.weight_decay!r} is invalid; valid values: a number >= 0")
         try:
@@ -102,7 +106,8 @@ class TrainingConfig:
         for key in values:
             if key not in fields:
                 raise ValueError(f"key: {key!r} is invalid; valid values: {fields}")
-        return cls(**{key: tuple(value) if key == "hard_negatives" else value for key, value in values.items()})
+        lists = ("hard_negatives", "paired_attributes")
+        return cls(**{key: tuple(value) if key in lists else value for key, value in values.items()})
 
 
 def create_planted_clip(seed: int = 0) -> tuple[open_clip.CLIP, Callable[[Sequence[str]], torch.Tensor]]:
@@ -158,14 +163,28 @@ def contrastive_loss(
 Negatives = Callable[[torch.Tensor, torch.Generator], list[str]]
 """Extra negative captions for a batch (indices into the training set), drawn with the generator."""
 
+Pairing = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A batch (indices into the training set) made into pairs, drawn with the generator."""
+
+
+def _with_attribute(scene: Sequence[Mapping[str, Any]], background: str, attribute: str, value: str) -> str:
+    """The caption of a planted scene with ``attribute`` of its first object (or the background) set to ``value``."""
+    if attribute == "background":
+        return caption(scene, value)
+    return caption([{**scene[0], attribute: value}, *scene[1:]], background)
+
+
+def _scenes(records: pd.DataFrame) -> list[tuple[list[dict[str, Any]], str]]:
+    """(objects, background) of each planted record."""
+    return [(json.loads(text), background) for text, background in zip(records["objects"], records["background"])]
+
 
 def attribute_swap_negatives(
     records: pd.DataFrame, vocabularies: Mapping[str, Sequence[str]], attributes: Sequence[str]
 ) -> Negatives:
     """Per attribute and image of a batch, the image's caption with that attribute swapped for a
     uniformly drawn other value: of the first object, or the background (planted ``records``)."""
-    objects = [json.loads(text) for text in records["objects"]]
-    backgrounds = records["background"].tolist()
+    scenes = _scenes(records)
 
     def negatives(batch: torch.Tensor, generator: torch.Generator) -> list[str]:
         captions = []
@@ -173,15 +192,42 @@ def attribute_swap_negatives(
             values = list(vocabularies[attribute])
             shifts = torch.randint(1, len(values), (len(batch),), generator=generator).tolist()
             for index, shift in zip(batch.tolist(), shifts):
-                scene, background = [dict(item) for item in objects[index]], backgrounds[index]
-                if attribute == "background":
-                    background = values[(values.index(background) + shift) % len(values)]
-                else:
-                    scene[0][attribute] = values[(values.index(scene[0][attribute]) + shift) % len(values)]
-                captions.append(caption(scene, background))
+                scene, background = scenes[index]
+                current = background if attribute == "background" else scene[0][attribute]
+                swapped = values[(values.index(current) + shift) % len(values)]
+                captions.append(_with_attribute(scene, background, attribute, swapped))
         return captions
 
     return negatives
+
+
+def attribute_pairs(records: pd.DataFrame, attributes: Sequence[str]) -> Pairing:
+    """Pair a batch: its first half stays, and each of those images is joined by a training image
+    whose caption differs from its own in exactly one attribute (drawn uniformly from
+    ``attributes``; of the first object, or the background). An image without such a partner keeps
+    the image at its place in the second half."""
+    scenes, captions = _scenes(records), records["caption"].tolist()
+    groups = {}  # attribute -> (caption with that attribute blanked per image, blanked caption -> indices)
+    for attribute in attributes:
+        blanked = [_with_attribute(scene, background, attribute, "_") for scene, background in scenes]
+        members: dict[str, list[int]] = {}
+        for index, key in enumerate(blanked):
+            members.setdefault(key, []).append(index)
+        groups[attribute] = (blanked, members)
+
+    def pair(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        half = len(batch) // 2
+        anchors, partners = batch[:half].tolist(), batch[half : 2 * half].tolist()
+        choices = torch.randint(len(attributes), (half,), generator=generator).tolist()
+        draws = torch.rand(half, generator=generator).tolist()
+        for slot, (anchor, choice, draw) in enumerate(zip(anchors, choices, draws)):
+            blanked, members = groups[attributes[choice]]
+            others = [index for index in members[blanked[anchor]] if captions[index] != captions[anchor]]
+            if others:
+                partners[slot] = others[int(draw * len(others))]
+        return torch.tensor(anchors + partners + batch[2 * half :].tolist())
+
+    return pair
 
 
 def train_clip(
@@ -193,11 +239,13 @@ def train_clip(
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
     log: logging.Logger = log,
     negatives: Negatives | None = None,
+    pairs: Pairing | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on (uint8 [N, S, S, 3] images, captions); return one row per step.
 
-    ``negatives`` (e.g. :func:`attribute_swap_negatives`) adds hard negative captions to each
-    batch, drawn from their own generator: without them the batches are those of a run without.
+    ``pairs`` (e.g. :func:`attribute_pairs`) makes each random batch into pairs; ``negatives``
+    (e.g. :func:`attribute_swap_negatives`) adds hard negative captions to each batch. Both draw
+    from their own generators: the random batches are those of a run without them.
 
     Each row holds step, loss, lr and seconds (training time so far, evaluation excluded). Every
     ``cfg.eval_every`` steps and at the last step, ``evaluate(model)``'s metrics join the row and a
@@ -210,6 +258,7 @@ def train_clip(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     negatives_generator = torch.Generator().manual_seed(cfg.seed + 1)
+    pairs_generator = torch.Generator().manual_seed(cfg.seed + 2)
     pixels = torch.as_tensor(images)
     tokens = tokenizer(list(captions))
     model.to(cfg.device).train()
@@ -219,6 +268,8 @@ def train_clip(
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
         batch = torch.randperm(len(pixels), generator=generator)[: cfg.batch_size]
+        if pairs is not None:
+            batch = pairs(batch, pairs_generator)
         texts = tokens[batch]
         if negatives is not None:
             texts = torch.cat([texts, tokenizer(negatives(batch, negatives_generator))])
