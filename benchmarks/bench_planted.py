@@ -1,7 +1,8 @@
 """Train the planted-world CLIP from scratch on CPU and measure what it learned, zero-shot.
 
     python benchmarks/bench_planted.py [--train 24000] [--test 2000] [--test-shifted 2000]
-        [--steps N] [--batch-size N] [--lr X] [--threads 2] [--out benchmarks/out/planted.csv]
+        [--steps N] [--batch-size N] [--lr X] [--paired-attributes [A ...]] [--hard-negatives [A ...]]
+        [--threads 2] [--out benchmarks/out/planted.csv]
 
 Generates the planted-concept world (``cliplens.planted``, default PlantedConfig apart from the
 counts), trains ``cliplens-planted-vit`` with the default TrainingConfig (options override single
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--test-shifted", type=int, default=2000)
     for field in ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "seed"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(getattr(TrainingConfig(), field)), default=None)
+    for field in ("paired_attributes", "hard_negatives"):  # e.g. --paired-attributes (none) or --hard-negatives shape
+        parser.add_argument(f"--{field.replace('_', '-')}", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/planted.csv")
     args = parser.parse_args()
@@ -69,7 +72,7 @@ def main() -> None:
     overrides = {
         k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainingConfig)} and v is not None
     }
-    cfg = dataclasses.replace(TrainingConfig(), **overrides)
+    cfg = TrainingConfig.from_mapping({**dataclasses.asdict(TrainingConfig()), **overrides})
     held_out = {split: single_objects(splits[split]) for split in HELD_OUT}
     vocabularies = world.vocabularies()
     model, tokenizer = create_planted_clip(cfg.seed)
@@ -78,7 +81,7 @@ def main() -> None:
         return {f"test {k}": v for k, v in zero_shot_accuracies(model, tokenizer, *held_out["test"], vocabularies).items()}
 
     train_images, _, train_records = splits["train"]
-    history = train_clip(model, tokenizer, train_images, train_records["caption"], cfg, evaluate=evaluate)
+    history = train_clip(model, tokenizer, train_images, train_records, cfg, evaluate=evaluate)
     rows = []
     for split, (images, records) in held_out.items():
         predicted = zero_shot_predictions(model, tokenizer, images, vocabularies)

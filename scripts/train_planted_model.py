@@ -10,14 +10,7 @@ from cliplens.models import resolve_device, save_checkpoint
 from cliplens.planted import PlantedConfig, generate_split
 from cliplens.plotting import training_curve_figure
 from cliplens.runtime import job_logging
-from cliplens.training import (
-    TrainingConfig,
-    attribute_pairs,
-    attribute_swap_negatives,
-    create_planted_clip,
-    train_clip,
-    zero_shot_accuracies,
-)
+from cliplens.training import TrainingConfig, create_planted_clip, train_clip, zero_shot_accuracies
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg, outputs = snakemake.params.model, snakemake.output
@@ -35,11 +28,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         return {f"accuracy_{attribute}": value for attribute, value in accuracies.items()}
 
     start = time.perf_counter()
-    negatives = attribute_swap_negatives(records, vocabularies, training.hard_negatives) if training.hard_negatives else None
-    pairs = attribute_pairs(records, training.paired_attributes) if training.paired_attributes else None
-    history = pd.DataFrame(
-        train_clip(model, tokenizer, images, records["caption"], training, held_out_accuracy, log, negatives, pairs)
-    )
+    history = pd.DataFrame(train_clip(model, tokenizer, images, records, training, held_out_accuracy, log))
     save_checkpoint(model.cpu(), outputs.checkpoint)
     final = history.iloc[-1]
     card = {

@@ -29,19 +29,22 @@ WORLD = PlantedConfig(counts={"train": 64, "test": 2, "test_shifted": 2})
 @pytest.fixture(scope="module")
 def world():
     images, _, records = generate_split(WORLD, "train")
-    return images, records["caption"].tolist()
+    return images, records
 
 
-def short_run(images, captions, steps=6):
+def short_run(images, records, steps=6, **settings):
     model, tokenizer = create_planted_clip(0)
-    cfg = TrainingConfig(steps=steps, batch_size=16, warmup_steps=2, eval_every=3, lr=3e-3)
-    return model, train_clip(model, tokenizer, images, captions, cfg, evaluate=lambda model: {"probe": 1.0})
+    cfg = TrainingConfig(steps=steps, batch_size=16, warmup_steps=2, eval_every=3, lr=3e-3, **settings)
+    return model, train_clip(model, tokenizer, images, records, cfg, evaluate=lambda model: {"probe": 1.0})
 
 
-def test_two_runs_are_identical_and_the_loss_falls(world):
-    images, captions = world
-    model, first = short_run(images, captions)
-    _, second = short_run(images, captions)
+@pytest.mark.parametrize(
+    "settings", [{}, {"paired_attributes": ()}, {"hard_negatives": ("shape", "background"), "paired_attributes": ("colour",)}]
+)
+def test_two_runs_are_identical_and_the_loss_falls(world, settings):
+    images, records = world
+    model, first = short_run(images, records, **settings)
+    _, second = short_run(images, records, **settings)
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
     assert first[-1]["loss"] < first[0]["loss"]
     assert [row.get("probe") for row in first] == [None, None, 1.0, None, None, 1.0]

@@ -66,8 +66,8 @@ class TrainingConfig:
     hard_negatives: tuple[str, ...] = ()
     """Attributes (of :data:`CAPTION_SLOTS`) that each make one extra negative caption per image:
     the image's caption with that attribute of its first object (or the background) swapped for
-    another value, as in NegCLIP (Yuksekgonul et al., ICLR 2023)."""
-    paired_attributes: tuple[str, ...] = ()
+    another value seen in the training records, as in NegCLIP (Yuksekgonul et al., ICLR 2023)."""
+    paired_attributes: tuple[str, ...] = ("shape",)
     """Attributes (of :data:`CAPTION_SLOTS`) on which batches are paired: half of each batch is
     drawn at random, and each of those images brings a partner whose caption differs from its own
     in exactly one of these attributes (drawn uniformly), so the loss must tell such captions apart."""
@@ -234,33 +234,36 @@ def train_clip(
     model: open_clip.CLIP,
     tokenizer: Callable[[Sequence[str]], torch.Tensor],
     images: np.ndarray,
-    captions: Sequence[str],
+    records: pd.DataFrame,
     cfg: TrainingConfig,
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
     log: logging.Logger = log,
-    negatives: Negatives | None = None,
-    pairs: Pairing | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place on (uint8 [N, S, S, 3] images, captions); return one row per step.
+    """Train ``model`` in place on uint8 [N, S, S, 3] images and their planted ``records``
+    (caption, objects, background); return one row per step.
 
-    ``pairs`` (e.g. :func:`attribute_pairs`) makes each random batch into pairs; ``negatives``
-    (e.g. :func:`attribute_swap_negatives`) adds hard negative captions to each batch. Both draw
-    from their own generators: the random batches are those of a run without them.
+    ``cfg.paired_attributes`` makes each random batch into pairs (:func:`attribute_pairs`);
+    ``cfg.hard_negatives`` adds hard negative captions to each batch
+    (:func:`attribute_swap_negatives`). Both draw from their own generators: the random batches
+    are those of a run without them.
 
     Each row holds step, loss, lr and seconds (training time so far, evaluation excluded). Every
     ``cfg.eval_every`` steps and at the last step, ``evaluate(model)``'s metrics join the row and a
     progress line is logged. The model is left in eval mode.
     """
-    if len(images) != len(captions) or len(images) < cfg.batch_size:
+    if len(images) != len(records) or len(images) < cfg.batch_size:
         raise ValueError(
-            f"need as many captions as images and at least batch_size={cfg.batch_size}; got {len(images)} images, {len(captions)} captions"
+            f"need as many records as images and at least batch_size={cfg.batch_size}; got {len(images)} images, {len(records)} records"
         )
+    pairs = attribute_pairs(records, cfg.paired_attributes) if cfg.paired_attributes else None
+    vocabularies = {attribute: sorted(set(records[attribute])) for attribute in cfg.hard_negatives}
+    negatives = attribute_swap_negatives(records, vocabularies, cfg.hard_negatives) if cfg.hard_negatives else None
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     negatives_generator = torch.Generator().manual_seed(cfg.seed + 1)
     pairs_generator = torch.Generator().manual_seed(cfg.seed + 2)
     pixels = torch.as_tensor(images)
-    tokens = tokenizer(list(captions))
+    tokens = tokenizer(records["caption"].tolist())
     model.to(cfg.device).train()
     optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
