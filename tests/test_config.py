@@ -80,6 +80,7 @@ def test_open_clip_model_name_derives_from_arch_and_tag():
         (["explain.resnet_surgery=released"], ["explain.resnet_surgery", "reference", "paper"]),
         (["perturbation.severities=[0,6]"], ["perturbation.severities"]),
         (["model.arch=ViT-B-33"], ["ViT-B-33", "ViT-B-32"]),
+        (["model=planted_clip", "model.training.paired_attributes=[hue]"], ["model.training.paired_attributes", "shape"]),
         (["model.pretrained=imagenet"], ["imagenet", "openai", "laion2b"]),
         (["model.precision=fp8"], ["model.precision", "bf16"]),
         (["embedding.templates=fancy"], ["fancy", "openai_imagenet"]),
