@@ -19,13 +19,13 @@ pytestmark = pytest.mark.slow
 CI_SIZED = [
     "dataset=planted",
     "model=planted_clip",
-    "planted__counts__train=2000",
+    "planted__counts__train=8000",
     "planted__counts__test=200",
     "planted__counts__test_shifted=200",
-    "model__training__steps=60",
-    "model__training__batch_size=64",
-    "model__training__warmup_steps=6",
-    "model__training__eval_every=30",
+    "model__training__steps=400",
+    "model__training__batch_size=128",
+    "model__training__warmup_steps=20",
+    "model__training__eval_every=100",
     "perturbation__severities=[3,5]",
     "stats__n_boot=50",
     "explain__evaluation__n_boot=50",
@@ -44,12 +44,13 @@ def planted_run(tmp_path_factory) -> Path:
     return workdir
 
 
-def test_trained_model_knows_colour_far_above_chance(planted_run):
+def test_trained_model_knows_colour_and_shape_above_chance(planted_run):
     card = json.loads((planted_run / "results/models/planted_clip/model_card.json").read_text())
     accuracy, chance = card["held_out_zero_shot_accuracy"], card["chance"]
-    assert card["steps"] == 60 and card["seconds"] > 0
+    assert card["steps"] == 400 and card["seconds"] > 0
     assert 0 < card["held_out_images"] < 200  # single-object test images only: their labels are unambiguous
-    assert accuracy["colour"] > chance["colour"] + 0.5
+    assert accuracy["colour"] > chance["colour"] + 0.5  # measured 0.96 (chance 0.17)
+    assert accuracy["shape"] > chance["shape"] + 0.08  # measured 0.31 on 164 images: shape needs about 400 paired steps
     assert (planted_run / "results/models/planted_clip/checkpoint.pt").stat().st_size > 0
 
 
@@ -57,7 +58,7 @@ def test_grayscale_lowers_colour_accuracy_more_than_shape_accuracy(planted_run):
     table = pd.read_csv(planted_run / GROUNDTRUTH / "perturbation.csv")
     accuracy = table.pivot_table(index=["family", "severity"], columns="attribute", values="accuracy")
     drop = accuracy.loc[("clean", 0)] - accuracy.loc["grayscale"].mean()
-    assert drop["colour"] > 0.3  # measured 0.43 (clean 0.88 over all images, chance 0.17); normalised 0.60
+    assert drop["colour"] > 0.3  # measured 0.43 (clean 0.90 over all images, chance 0.17); normalised 0.59
     assert drop["colour"] > drop["shape"] + 0.2
     assert normalised_drops(table).loc["grayscale", "colour"] > 0.5
 
