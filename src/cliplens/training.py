@@ -107,7 +107,8 @@ class TrainingConfig:
             if key not in fields:
                 raise ValueError(f"key: {key!r} is invalid; valid values: {fields}")
         lists = ("hard_negatives", "paired_attributes")
-        return cls(**{key: tuple(value) if key in lists else value for key, value in values.items()})
+        settings: dict[str, Any] = {key: tuple(value) if key in lists else value for key, value in values.items()}
+        return cls(**settings)
 
 
 def create_planted_clip(seed: int = 0) -> tuple[open_clip.CLIP, Callable[[Sequence[str]], torch.Tensor]]:
