@@ -47,12 +47,15 @@ def test_workflow_profile_does_not_shadow_the_slurm_profile():
 
 
 def test_profile_plans_without_a_cluster(tmp_path):
-    result = snakemake(tmp_path, "-n", "--directory", str(tmp_path))
+    # model.device=cuda: every rule that runs a model declares gpu=1 whether or not the profile lists it
+    result = snakemake(tmp_path, "-n", "--directory", str(tmp_path), "--config", "model__device=cuda")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "workflow specific profile" in result.stderr  # profiles/default comes along
     jobs = planned_resources(result.stdout)
     assert {rule for rule, _ in jobs} >= {"prepare_dataset", "embed_images", "perturbation_stats", "explain_maps"}
-    planted = snakemake(tmp_path, "-n", "--directory", str(tmp_path), "--config", "dataset=planted", "model=planted_clip")
+    planted = snakemake(
+        tmp_path, "-n", "--directory", str(tmp_path), "--config", "dataset=planted", "model=planted_clip", "model__device=cuda"
+    )
     assert planted.returncode == 0, planted.stderr[-4000:]
     jobs += planned_resources(planted.stdout)  # the ground-truth rules
     gpu_rules = {rule for rule, resources in jobs if resources.get("gpu") == "1"}

@@ -64,9 +64,10 @@ class TrainingConfig:
     seed: int = 0
     eval_every: int = 250
     hard_negatives: tuple[str, ...] = ()
-    """Attributes (of :data:`CAPTION_SLOTS`) that each make one extra negative caption per image:
-    the image's caption with that attribute of its first object (or the background) swapped for
-    another value seen in the training records, as in NegCLIP (Yuksekgonul et al., ICLR 2023)."""
+    """Attributes (of :data:`CAPTION_SLOTS`) that each add, per image of a batch, one negative
+    caption to the candidates of every image: the image's caption with that attribute of its first
+    object (or the background) swapped for another value seen in the training records, as in
+    NegCLIP (Yuksekgonul et al., ICLR 2023); a negative equal to a caption of the batch is dropped."""
     paired_attributes: tuple[str, ...] = ("shape",)
     """Attributes (of :data:`CAPTION_SLOTS`) on which batches are paired: half of each batch is
     drawn at random, and each of those images brings a partner whose caption differs from its own
@@ -205,9 +206,11 @@ def attribute_swap_negatives(
 def attribute_pairs(records: pd.DataFrame, attributes: Sequence[str]) -> Pairing:
     """Pair a batch: its first half stays, and each of those images is joined by a training image
     whose caption differs from its own in exactly one attribute (drawn uniformly from
-    ``attributes``; of the first object, or the background). An image without such a partner keeps
-    the image at its place in the second half."""
-    scenes, captions = _scenes(records), records["caption"].tolist()
+    ``attributes``, the others tried in turn; of the first object, or the background) and from
+    every caption already in the pairs. An image without such a partner (most two-object images:
+    their partner would have to repeat the second object) keeps the image at its place in the
+    second half."""
+    scenes, captions, names = _scenes(records), records["caption"].tolist(), list(attributes)
     groups = {}  # attribute -> (caption with that attribute blanked per image, blanked caption -> indices)
     for attribute in attributes:
         blanked = [_with_attribute(scene, background, attribute, "_") for scene, background in scenes]
@@ -219,13 +222,17 @@ def attribute_pairs(records: pd.DataFrame, attributes: Sequence[str]) -> Pairing
     def pair(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         half = len(batch) // 2
         anchors, partners = batch[:half].tolist(), batch[half : 2 * half].tolist()
+        taken = {captions[index] for index in anchors}  # no caption twice: it would be a false negative
         choices = torch.randint(len(attributes), (half,), generator=generator).tolist()
         draws = torch.rand(half, generator=generator).tolist()
         for slot, (anchor, choice, draw) in enumerate(zip(anchors, choices, draws)):
-            blanked, members = groups[attributes[choice]]
-            others = [index for index in members[blanked[anchor]] if captions[index] != captions[anchor]]
-            if others:
-                partners[slot] = others[int(draw * len(others))]
+            for attribute in names[choice:] + names[:choice]:  # the drawn one first, then the others
+                blanked, members = groups[attribute]
+                others = [index for index in members[blanked[anchor]] if captions[index] not in taken]
+                if others:
+                    partners[slot] = others[int(draw * len(others))]
+                    break
+            taken.add(captions[partners[slot]])
         return torch.tensor(anchors + partners + batch[2 * half :].tolist())
 
     return pair
@@ -275,8 +282,11 @@ def train_clip(
         if pairs is not None:
             batch = pairs(batch, pairs_generator)
         texts = tokens[batch]
-        if negatives is not None:
-            texts = torch.cat([texts, tokenizer(negatives(batch, negatives_generator))])
+        if negatives is not None:  # a negative equal to a caption of the batch would be a false negative
+            positives = set(records["caption"].iloc[batch.numpy()])
+            texts = torch.cat(
+                [texts, tokenizer([text for text in negatives(batch, negatives_generator) if text not in positives])]
+            )
         image_features, text_features, logit_scale = model(_pixels(model, pixels[batch]), texts.to(cfg.device))
         extra = text_features[len(batch) :] if negatives is not None else None
         loss = contrastive_loss(image_features, text_features[: len(batch)], logit_scale, extra)

@@ -148,7 +148,13 @@ def perturb(
     chunk = len(work)
     if work.device.type == "cpu":
         chunk = max(1, _CPU_CHUNK_PIXELS // (work.shape[-2] * work.shape[-1]))
-    out = torch.empty_like(work)
+    if chunk >= len(work):  # one chunk (always on a GPU): no second batch-sized buffer
+        return (
+            _APPLY[family](work, seeds, **at_severity, **({"masks": masks} if needs_mask else {}))
+            .clamp_(0.0, 1.0)
+            .to(images.dtype)
+        )
+    out = torch.empty_like(work)  # each chunk is clamped straight into its place: no concatenation pass
     for start in range(0, len(work), chunk):
         batch = slice(start, start + chunk)
         mask_arg = {"masks": masks[batch]} if needs_mask and masks is not None else {}  # checked above
@@ -535,10 +541,10 @@ def _jpeg_compression(images: Tensor, seeds: Tensor, *, quality: float) -> Tenso
     torchvision's batched ``encode_jpeg``/``decode_jpeg``: libjpeg on the CPU (bit-identical to
     PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors."""
     batch, _, height, width = images.shape
-    # 8-bit levels (x in [0, 1]: 255 x + 0.5 truncated is 255 x rounded), written interleaved
-    # (H, W, 3) as libjpeg reads them: one pass, no per-image reordering
+    # 8-bit levels (255 x + 0.5 truncated is 255 x rounded), written interleaved (H, W, 3) as
+    # libjpeg reads them: no per-image reordering
     pixels = torch.empty(batch, height, width, 3, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
-    pixels.copy_(torch.add(images.new_tensor(0.5), images, alpha=255))
+    pixels.copy_(torch.add(images.new_tensor(0.5), images, alpha=255).clamp_(0, 255))
     if pixels.is_cuda:  # nvJPEG reads planar (C, H, W) memory
         pixels = pixels.contiguous()
     encoded = encode_jpeg(list(pixels), quality=int(quality))
