@@ -49,8 +49,8 @@ def test_trained_model_knows_colour_and_shape_above_chance(planted_run):
     accuracy, chance = card["held_out_zero_shot_accuracy"], card["chance"]
     assert card["steps"] == 400 and card["seconds"] > 0
     assert 0 < card["held_out_images"] < 200  # single-object test images only: their labels are unambiguous
-    assert accuracy["colour"] > chance["colour"] + 0.5  # measured 0.96 (chance 0.17)
-    assert accuracy["shape"] > chance["shape"] + 0.08  # measured 0.31 on 164 images: shape needs about 400 paired steps
+    assert accuracy["colour"] > chance["colour"] + 0.5  # measured 0.98 (chance 0.17)
+    assert accuracy["shape"] > chance["shape"] + 0.08  # measured 0.39 on 164 images: shape needs about 400 paired steps
     assert (planted_run / "results/models/planted_clip/checkpoint.pt").stat().st_size > 0
 
 
@@ -58,7 +58,7 @@ def test_grayscale_lowers_colour_accuracy_more_than_shape_accuracy(planted_run):
     table = pd.read_csv(planted_run / GROUNDTRUTH / "perturbation.csv")
     accuracy = table.pivot_table(index=["family", "severity"], columns="attribute", values="accuracy")
     drop = accuracy.loc[("clean", 0)] - accuracy.loc["grayscale"].mean()
-    assert drop["colour"] > 0.3  # measured 0.43 (clean 0.90 over all images, chance 0.17); normalised 0.59
+    assert drop["colour"] > 0.3  # measured 0.39 (clean 0.905 over all images, chance 0.17); shape 0.13; normalised 0.52
     assert drop["colour"] > drop["shape"] + 0.2
     assert normalised_drops(table).loc["grayscale", "colour"] > 0.5
 
@@ -75,6 +75,8 @@ def test_ablating_colour_heads_hurts_colour_more_than_shape(planted_run):
     ablation = pd.read_csv(planted_run / GROUNDTRUTH / "heads_ablation.csv")
     colour_heads = ablation[ablation["ablated_attribute"] == "colour"].set_index("target")
     assert colour_heads.loc["colour", "heads"] > 0
+    # measured: colour -0.010, shape -0.025 with 2 colour heads (earlier CI-sized models: 0.060 vs 0.005):
+    # the comparison the ground truth states, with a small margin on this model (docs/groundtruth.md)
     assert colour_heads.loc["colour", "drop"] > colour_heads.loc["shape", "drop"]
 
 
