@@ -38,24 +38,23 @@ MODEL_JOB_THREADS = 4
 def model_job_threads(wildcards):
     """Threads of a model job: half the cores, 1 to MODEL_JOB_THREADS, so that two model jobs run
     side by side (on a small machine a job's start-up, not its forward passes, is most of its time)."""
-    cores = workflow._cores
+    cores = workflow._cores  # None on a cluster without --cores (the public workflow.cores raises then)
     return max(1, min(MODEL_JOB_THREADS, cores // 2)) if cores else MODEL_JOB_THREADS
 
 
 @functools.cache
-def cuda_here():
-    """Whether this machine has a CUDA device (torch is imported only when asked)."""
-    import torch
+def runs_on_cuda(device):
+    """Whether a model configured for ``device`` runs on CUDA on this machine (torch is imported only when asked)."""
+    from cliplens.models import resolve_device
 
-    return torch.cuda.is_available()
+    return resolve_device(device).type == "cuda"
 
 
 def gpu_slots(wildcards):
     """The `gpu` resource of a model job: 1 when its model runs on CUDA here, else 0, so that the
     one-GPU-job limit of profiles/default does not serialise a CPU-only machine. (profiles/slurm
     sets gpu=1 for these rules: the submitting node need not have the GPU.)"""
-    device = CFG["model_grid"][wildcards.model]["device"]
-    return int(device.startswith("cuda") or (device == "auto" and cuda_here()))
+    return int(runs_on_cuda(CFG["model_grid"][wildcards.model]["device"]))
 
 
 def family_config(family):

@@ -148,17 +148,17 @@ def perturb(
     chunk = len(work)
     if work.device.type == "cpu":
         chunk = max(1, _CPU_CHUNK_PIXELS // (work.shape[-2] * work.shape[-1]))
+
+    def apply(part: slice) -> Tensor:
+        mask_arg = {"masks": masks[part]} if needs_mask and masks is not None else {}  # checked above
+        return _APPLY[family](work[part], seeds[part], **at_severity, **mask_arg)
+
     if chunk >= len(work):  # one chunk (always on a GPU): no second batch-sized buffer
-        return (
-            _APPLY[family](work, seeds, **at_severity, **({"masks": masks} if needs_mask else {}))
-            .clamp_(0.0, 1.0)
-            .to(images.dtype)
-        )
+        return apply(slice(None)).clamp_(0.0, 1.0).to(images.dtype)
     out = torch.empty_like(work)  # each chunk is clamped straight into its place: no concatenation pass
     for start in range(0, len(work), chunk):
-        batch = slice(start, start + chunk)
-        mask_arg = {"masks": masks[batch]} if needs_mask and masks is not None else {}  # checked above
-        torch.clamp(_APPLY[family](work[batch], seeds[batch], **at_severity, **mask_arg), 0.0, 1.0, out=out[batch])
+        part = slice(start, start + chunk)
+        torch.clamp(apply(part), 0.0, 1.0, out=out[part])
     return out.to(images.dtype)
 
 
