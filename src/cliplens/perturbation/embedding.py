@@ -20,6 +20,7 @@ from cliplens.images import (
 )
 from cliplens.io import EmbeddingWriter
 from cliplens.models import LoadedModel, encode_pixels
+from cliplens.perturbation.families import uint8_images
 from cliplens.perturbation.grid import PerturbationSpec, apply_spec, needs_mask
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def perturbed_views(
     views: dict[str, dict[tuple[str, int], np.ndarray]] = {family: {} for family in specs}
     for batch, pixels, masks in iterate_batches(rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks):
         ids = batch["image_id"].tolist()
-        clean = _uint8(pixels)
+        clean = uint8_images(pixels)
         for family, cells in specs.items():
             keep = [i for i, image_id in enumerate(ids) if shown is None or image_id in shown[family]]
             if not keep:
@@ -87,11 +88,6 @@ def perturbed_views(
             views[family].update({(image_id, 0): clean[i] for i, image_id in zip(keep, kept_ids)})
             family_masks = masks[index] if needs_mask(family) else None
             for spec in cells:
-                perturbed = _uint8(apply_spec(pixels[index], kept_ids, spec, family_masks, backend))
+                perturbed = uint8_images(apply_spec(pixels[index], kept_ids, spec, family_masks, backend))
                 views[family].update({(image_id, spec.severity): view for image_id, view in zip(kept_ids, perturbed)})
     return views
-
-
-def _uint8(pixels: torch.Tensor) -> np.ndarray:
-    """[B, H, W, 3] uint8 of [0, 1] pixels [B, 3, H, W]."""
-    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

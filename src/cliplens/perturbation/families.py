@@ -162,6 +162,11 @@ def perturb(
     return out.to(images.dtype)
 
 
+def uint8_images(pixels: Tensor) -> np.ndarray:
+    """[B, H, W, 3] uint8 (rounded) of [0, 1] pixels [B, 3, H, W] on any device."""
+    return (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: Tensor | None = None) -> Tensor:
     """Reference backend: the ``imagecorruptions`` package applied image by image (slow, CPU).
 
@@ -183,7 +188,7 @@ def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: 
         raise ImportError(
             "the imagecorruptions backend needs the package 'imagecorruptions-imaug' (pip install 'cliplens[imagecorruptions]')"
         ) from error
-    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = uint8_images(images)
     state = np.random.get_state()
     corrupted = []
     try:
