@@ -32,9 +32,18 @@ def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> s
 
 
 def planned_resources(output: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, resources) of every job a dry run lists."""
-    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", output, flags=re.MULTILINE)
-    return [(rule, dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", body)[1]))) for rule, body in jobs]
+    """(rule, resources) of every job a dry run lists, members of group jobs included."""
+    jobs = re.findall(r"^( *)rule (\w+):\n((?:\1    .*\n)+)", output, flags=re.MULTILINE)
+    return [(rule, dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", body)[1]))) for _, rule, body in jobs]
+
+
+def planned_groups(output: str) -> dict[str, list[tuple[str, str]]]:
+    """The (rule, model) of every member of each group job a dry run lists, by group."""
+    blocks = re.findall(r"Group job (\w+) \(jobs in lexicogr. order\):\n((?:(?!\[|rule |Job stats).*\n)+)", output)
+    return {
+        group: re.findall(r"^    rule (\w+):\n(?:        .*\n)*?        wildcards: model=(\w+)", body, re.M)
+        for group, body in blocks
+    }
 
 
 def test_workflow_profile_does_not_shadow_the_slurm_profile():
@@ -65,6 +74,20 @@ def test_profile_plans_without_a_cluster(tmp_path):
         assert resources["slurm_partition"] == (GPU_PARTITION if rule in GPU_RULES else CPU_PARTITION), rule
         assert resources["slurm_account"] == ACCOUNT and "runtime" in resources and "mem_mb" in resources, rule
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_profile_groups_small_cpu_jobs_per_model(tmp_path):
+    """Each model's table and figure jobs of the perturbation line, and of the head line, are one SLURM job."""
+    result = snakemake(tmp_path, "-n", "--config", "model=tiny_random", "models=[tiny_random_resnet]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    groups = planned_groups(result.stdout)
+    lines = {"perturbation_tables": ["perturbation_figures", "perturbation_stats", "summarise_embeddings"]}
+    lines["head_tables"] = ["head_properties", "mean_ablation", "textspan_heads"]
+    expected = {f"{line}_tiny_random": [(rule, "tiny_random") for rule in rules] for line, rules in lines.items()}
+    expected["perturbation_tables_tiny_random_resnet"] = [(rule, "tiny_random_resnet") for rule in lines["perturbation_tables"]]
+    assert groups == expected  # the ResNet has no head decomposition
+    grouped = {rule for rules in lines.values() for rule in rules}
+    assert not grouped & GPU_RULES, "a group of CPU jobs must not take a GPU job's partition"
 
 
 def calls(state: Path, tool: str) -> list[dict]:
@@ -100,8 +123,13 @@ def test_workflow_runs_through_the_slurm_plugin(tmp_path):
     assert (workdir / targets[1]).stat().st_size > 0
 
     submitted = calls(state, "sbatch")
-    rules = {call["job"]: re.match(r"rule_(\w+?)(_wildcards_|$)", option(call["args"], "--comment"))[1] for call in submitted}
-    assert sorted(rules.values()) == ["embed_images", "embed_labels", "explain_maps", "prepare_dataset", "summarise_embeddings"]
+    group = "perturbation_tables_tiny_random"  # summarise_embeddings, submitted as a group job of the profile
+    comments = {call["job"]: option(call["args"], "--comment") for call in submitted}
+    rules = {
+        job: group if comment.startswith(f"rule_{group}") else re.match(r"rule_(\w+?)(_wildcards_|$)", comment)[1]
+        for job, comment in comments.items()
+    }
+    assert sorted(rules.values()) == ["embed_images", "embed_labels", "explain_maps", group, "prepare_dataset"]
     steps = {call["job"]: call["args"] for call in calls(state, "srun")}
     assert steps.keys() == rules.keys()  # every job ran its step through srun
     for call in submitted:
