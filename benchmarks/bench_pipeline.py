@@ -11,10 +11,15 @@ built. Printed, and written as CSV (one row per rule plus a total):
 - a machine unit measured in the same run: seconds of a fixed float32 matmul loop on one thread,
   before and after the run (their mean), so that runs on machines or loads that differ compare;
 - the load average before and after (other processes share the cores);
-- per rule: jobs, job-seconds (Snakemake's benchmark files, ``s`` and ``cpu_time``; rules without
-  one from the run log's start and finish times, 1 s resolution), and the estimated start-up:
-  the import time of its script measured in a fresh interpreter, times its jobs;
-- the share of figure jobs and of start-up in all job-seconds, and the size of the report.
+- per rule: jobs, job-seconds (Snakemake's benchmark files, ``s``; rules without one from the run
+  log's start and finish times, 1 s resolution), CPU seconds (the last line of each job's log,
+  ``cliplens.runtime.resources_used``: start-up included; Snakemake's own ``cpu_time`` samples the
+  process at intervals and misses up to the last 30 s of a job), and the estimated start-up: the
+  import time of its script measured in a fresh interpreter, times its jobs;
+- the share of figure jobs and of start-up in all job-seconds, the figure jobs' CPU seconds as a
+  share of the run's core-seconds (cores x wall), and the size of the report;
+- with ``--without-figures``, the same run again on another fresh copy without the figure jobs
+  (``--omit-from``): the difference of the two wall times is what the figures cost the run.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ LOG_TIME = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 JOB_START = re.compile(r"^(?:local)?rule (\w+):$")
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
 JOB_END = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+RESOURCES = re.compile(r"resources used: cpu ([\d.]+) s, peak rss \d+ MB\n?$")
 
 
 def machine_unit() -> float:
@@ -100,14 +106,22 @@ def job_times(log: Path) -> tuple[dict[int, tuple[str, float]], float]:
     return done, (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
 
 
-def benchmark_seconds(workdir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Per rule: (wall s, cpu_time s) of each job that has a Snakemake benchmark file."""
-    found: dict[str, list[tuple[float, float]]] = defaultdict(list)
+def benchmark_seconds(workdir: Path) -> dict[str, list[float]]:
+    """Per rule: the wall seconds of each job that has a Snakemake benchmark file."""
+    found: dict[str, list[float]] = defaultdict(list)
     for tsv in (workdir / "logs" / "benchmarks").rglob("*.tsv"):
         rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0]
         with open(tsv) as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                found[rule].append((float(row["s"]), float(row["cpu_time"] or 0.0)))
+            found[rule].extend(float(row["s"]) for row in csv.DictReader(handle, delimiter="\t"))
+    return found
+
+
+def logged_cpu_seconds(workdir: Path) -> dict[str, list[float]]:
+    """Per rule: the CPU seconds each finished job logged as its last line (``resources_used``)."""
+    found: dict[str, list[float]] = defaultdict(list)
+    for log in (workdir / "logs").rglob("*.log"):
+        if (match := RESOURCES.search(log.read_text())) is not None:
+            found[log.relative_to(workdir / "logs").parts[0]].append(float(match[1]))
     return found
 
 
@@ -124,14 +138,14 @@ def import_seconds(script: Path) -> float:
 def analyse(workdir: Path) -> list[dict]:
     """One row per rule of the latest run in ``workdir``: jobs, job-seconds, CPU seconds, start-up."""
     jobs, _ = job_times(run_log(workdir))
-    measured = benchmark_seconds(workdir)
+    measured, cpu = benchmark_seconds(workdir), logged_cpu_seconds(workdir)
     per_rule: dict[str, list[float]] = defaultdict(list)
     for rule, seconds in jobs.values():
         per_rule[rule].append(seconds)
     rows = []
     for rule in sorted(set(per_rule) - {"all"}):
         from_benchmarks = rule in measured and len(measured[rule]) == len(per_rule[rule])
-        seconds = [s for s, _ in measured[rule]] if from_benchmarks else per_rule[rule]
+        seconds = measured[rule] if from_benchmarks else per_rule[rule]
         script = workdir / "scripts" / f"{rule}.py"
         startup = import_seconds(script) if script.is_file() else 0.0
         rows.append(
@@ -139,13 +153,27 @@ def analyse(workdir: Path) -> list[dict]:
                 "rule": rule,
                 "jobs": len(seconds),
                 "job_s": round(sum(seconds), 1),
-                "cpu_s": round(sum(c for _, c in measured[rule]), 1) if from_benchmarks else "",
+                "cpu_s": round(sum(cpu[rule]), 1) if len(cpu[rule]) == len(seconds) else "",
                 "source": "benchmark" if from_benchmarks else "log",
                 "startup_s": round(startup * len(seconds), 1),
                 "figures": rule in FIGURE_RULES,
             }
         )
     return rows
+
+
+def timed_run(workdir: Path, cores: int, config: list[str], *extra: str) -> tuple[float, float]:
+    """Run the workflow in ``workdir``; its wall seconds and the CPU seconds of all its processes."""
+    env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
+    children = os.times()
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), *extra, "--config", *config]
+    run = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = os.times()
+    if run.returncode != 0:
+        sys.exit(f"the run failed in {workdir}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return wall, (after.children_user - children.children_user) + (after.children_system - children.children_system)
 
 
 def main() -> None:
@@ -155,23 +183,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/pipeline.csv"))
     parser.add_argument("--existing", type=Path, help="analyse a finished run in this directory instead of running")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument(
+        "--without-figures", action="store_true", help="also time the run without the figure jobs on another fresh copy"
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()
     unit_before = machine_unit()
     workdir = args.existing or fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-")))
     env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
-    wall = cpu = report_s = None
+    wall = cpu = without_figures = None
     if args.existing is None:
-        children = os.times()
-        start = time.perf_counter()
-        command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--config", *args.config]
-        run = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        after = os.times()
-        cpu = (after.children_user - children.children_user) + (after.children_system - children.children_system)
-        if run.returncode != 0:
-            sys.exit(f"the run failed in {workdir}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        wall, cpu = timed_run(workdir, args.cores, args.config)
+    if args.without_figures:
+        bare = fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-nofig-")))
+        without_figures, _ = timed_run(bare, args.cores, args.config, "--omit-from", *sorted(FIGURE_RULES))
+        shutil.rmtree(bare)
     report = workdir / "results" / "report.html"
     start = time.perf_counter()
     subprocess.run(
@@ -190,6 +217,7 @@ def main() -> None:
     wall = wall if wall is not None else logged_wall
     total = sum(r["job_s"] for r in rows)
     figures = sum(r["job_s"] for r in rows if r["figures"])
+    figure_cpu = sum(r["cpu_s"] for r in rows if r["figures"] and r["cpu_s"] != "")
     startup = sum(r["startup_s"] for r in rows)
     summary = {
         "rule": "TOTAL",
@@ -221,6 +249,15 @@ def main() -> None:
         f"figure jobs {figures / total:.0%}; start-up {startup / total:.0%} (estimated); "
         f"report {report.stat().st_size / 1e6:.1f} MB in {report_s:.1f} s"
     )
+    print(
+        f"figure jobs: {figure_cpu:.1f} CPU s (logged by the jobs) = {figure_cpu / (args.cores * wall):.0%} "
+        f"of the run's {args.cores} x {wall:.1f} core-seconds"
+    )
+    if without_figures is not None:
+        print(
+            f"without the figure jobs: wall {without_figures:.1f} s; the figures cost {wall - without_figures:.1f} s "
+            f"= {(wall - without_figures) / wall:.0%} of the run's wall time"
+        )
     if args.existing is None and not args.keep:
         shutil.rmtree(workdir)
 

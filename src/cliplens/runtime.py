@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -37,7 +38,8 @@ def terminate_cleanly() -> Iterator[None]:
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) -> Iterator[logging.Logger]:
     """Route logging, warnings and stderr (progress bars) of a job to its log file; on SIGTERM
-    the job stops through an exception, so that its partial outputs are removed.
+    the job stops through an exception, so that its partial outputs are removed. A job that
+    finishes logs what it used (:func:`resources_used`).
 
     ``threads`` (the rule's) caps torch's intra-op threads, so parallel jobs do not oversubscribe cores.
     """
@@ -49,6 +51,20 @@ def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) 
             os.environ["OMP_NUM_THREADS"] = str(threads)
     with terminate_cleanly(), _log_to(log_path) as log:
         yield log
+        log.info(resources_used())
+
+
+RESOURCES_LINE = "resources used: cpu {cpu:.2f} s, peak rss {rss:.0f} MB"
+"""The last line of a finished job's log (its CPU time counts its start-up: imports included)."""
+
+
+def resources_used() -> str:
+    """CPU seconds (user + system) of this process and its waited-for children since they started,
+    and the peak resident memory of this process, as :data:`RESOURCES_LINE`."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    rss_bytes = own.ru_maxrss if sys.platform == "darwin" else own.ru_maxrss * 1024  # KiB on Linux
+    return RESOURCES_LINE.format(cpu=cpu, rss=rss_bytes / 2**20)
 
 
 @contextlib.contextmanager
