@@ -75,8 +75,8 @@ def test_large_grid_plans_in_bounded_time(image_folder, tmp_path):
     assert seconds < 120
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, tuple[int, str]]:
-    """(threads, gpu resource) of each rule in a dry run's job list."""
+def planned_jobs(workdir: Path, *args: str) -> dict[str, tuple[int, str, int]]:
+    """(threads, gpu resource, priority) of each rule in a dry run's job list."""
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "-n", *args]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -84,7 +84,8 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, tuple[int, str]]:
     for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", result.stdout, flags=re.MULTILINE):
         threads = re.search(r"threads: (\d+)", body)
         gpu = re.search(r"\bgpu=(\d+)", body)
-        jobs[rule] = (int(threads[1]) if threads else 1, gpu[1] if gpu else "none")
+        priority = re.search(r"priority: (\d+)", body)
+        jobs[rule] = (int(threads[1]) if threads else 1, gpu[1] if gpu else "none", int(priority[1]) if priority else 0)
     return jobs
 
 
@@ -93,16 +94,24 @@ def test_model_jobs_on_a_cpu_machine_share_the_cores(tmp_path, cores, threads):
     """Without CUDA no model job holds the workstation's single gpu slot, and each takes at most half
     the cores (4 at most), so two run side by side; the planted model's training keeps 4."""
     jobs = planned_jobs(tmp_path, "--cores", str(cores), "--config", "model=tiny_random", "model__device=cpu")
-    model_rules = {rule for rule, (_, gpu) in jobs.items() if gpu != "none"}
+    model_rules = {rule for rule, (_, gpu, _) in jobs.items() if gpu != "none"}
     assert {"embed_images", "explain_maps", "decompose_images"} <= model_rules
-    assert all(jobs[rule] == (threads, "0") for rule in model_rules), jobs
+    assert all(jobs[rule][:2] == (threads, "0") for rule in model_rules), jobs
     planted = planned_jobs(
         tmp_path, "--cores", str(cores), "--config", "dataset=planted", "model=planted_clip", "model__device=cpu"
     )
-    assert planted["train_planted_model"] == (min(cores, 4), "0")
+    assert planted["train_planted_model"][:2] == (min(cores, 4), "0")
 
 
 def test_model_jobs_on_cuda_hold_the_gpu_slot(tmp_path):
     jobs = planned_jobs(tmp_path, "--cores", "2", "--config", "model=tiny_random", "model__device=cuda")
-    assert {rule for rule, (_, gpu) in jobs.items() if gpu == "1"} >= {"embed_images", "explain_maps", "decompose_images"}
-    assert all(gpu in ("1", "none") for _, gpu in jobs.values())
+    assert {rule for rule, (_, gpu, _) in jobs.items() if gpu == "1"} >= {"embed_images", "explain_maps", "decompose_images"}
+    assert all(gpu in ("1", "none") for _, gpu, _ in jobs.values())
+
+
+def test_the_chain_to_the_perturbation_figures_runs_first(tmp_path):
+    """The figures job, the longest that waits for every embedding, and everything it waits for (bar the
+    dataset, which all jobs wait for) go first, so the other lines' jobs fill the cores while it draws."""
+    jobs = planned_jobs(tmp_path, "--cores", "2", "--config", "model=tiny_random")
+    first = {rule for rule, (_, _, priority) in jobs.items() if priority > 0}
+    assert first == {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats", "perturbation_figures"}

@@ -31,6 +31,12 @@ def model_config(wildcards):
     return CFG["model_grid"][wildcards.model]
 
 
+PERTURBATION_CHAIN_PRIORITY = 1
+"""Priority of the jobs on the way to the perturbation figures (every embedding, the statistics, the
+figures): the figures job is the longest job that can only start once all embeddings exist, so its
+chain goes first and the other lines' jobs fill the remaining cores while it draws."""
+
+
 MODEL_JOB_THREADS = 4
 """Torch threads of a job that runs a model, at most (profiles/slurm asks for this many on a cluster)."""
 
