@@ -121,7 +121,8 @@ def logged_cpu_seconds(workdir: Path) -> dict[str, list[float]]:
     found: dict[str, list[float]] = defaultdict(list)
     for log in (workdir / "logs").rglob("*.log"):
         if (match := RESOURCES.search(log.read_text())) is not None:
-            found[log.relative_to(workdir / "logs").parts[0]].append(float(match[1]))
+            rule = Path(log.relative_to(workdir / "logs").parts[0]).stem  # logs/<rule>/... or logs/<rule>.log
+            found[rule].append(float(match[1]))
     return found
 
 
