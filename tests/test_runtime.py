@@ -1,33 +1,41 @@
-"""cliplens.runtime: what a finished job reports in its log."""
+"""cliplens.runtime: what a finished job reports in its log (in a fresh interpreter without torch, so
+that the numbers are the job's own)."""
 
 from __future__ import annotations
 
 import re
-import time
+import subprocess
+import sys
 
-from cliplens.runtime import job_logging
+RESOURCES = re.compile(r"resources used: cpu ([\d.]+) s, peak rss (\d+) MB$")
+
+
+def run_job(log, body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` inside ``job_logging`` in a new Python process."""
+    code = f"from cliplens.runtime import job_logging\nwith job_logging({str(log)!r}):\n" + "".join(
+        f"    {line}\n" for line in body.splitlines()
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_a_finished_job_logs_its_cpu_time_and_peak_memory(tmp_path):
-    log = tmp_path / "job.log"
-    with job_logging(log):
-        start = time.process_time()
-        while time.process_time() - start < 0.3:  # burn CPU
-            pass
-        ballast = bytearray(200 * 2**20)  # 200 MB resident
-        ballast[::4096] = b"x" * len(ballast[::4096])
-    last = log.read_text().splitlines()[-1]
-    match = re.search(r"resources used: cpu ([\d.]+) s, peak rss (\d+) MB$", last)
-    assert match, last
-    assert float(match[1]) >= 0.3 and int(match[2]) >= 200
+    quiet = run_job(tmp_path / "quiet.log", "pass")
+    busy = run_job(
+        tmp_path / "busy.log",
+        "import time\n"
+        "start = time.process_time()\n"
+        "while time.process_time() - start < 0.5: pass\n"
+        "ballast = bytearray(300 * 2**20)\n"
+        "ballast[::4096] = b'x' * len(ballast[::4096])",
+    )
+    assert quiet.returncode == busy.returncode == 0, quiet.stderr + busy.stderr
+    quiet_cpu, quiet_rss = map(float, RESOURCES.search((tmp_path / "quiet.log").read_text().splitlines()[-1]).groups())
+    busy_cpu, busy_rss = map(float, RESOURCES.search((tmp_path / "busy.log").read_text().splitlines()[-1]).groups())
+    assert quiet_rss < 200 and quiet_cpu < 0.5  # an interpreter that imported the runtime module only
+    assert busy_cpu >= quiet_cpu + 0.45 and busy_rss >= quiet_rss + 280
 
 
 def test_a_failed_job_does_not_claim_to_have_finished(tmp_path):
-    log = tmp_path / "job.log"
-    try:
-        with job_logging(log):
-            raise ValueError("bad input")
-    except ValueError:
-        pass
-    text = log.read_text()
-    assert "job failed" in text and "resources used" not in text
+    failed = run_job(tmp_path / "job.log", "raise ValueError('bad input')")
+    text = (tmp_path / "job.log").read_text()
+    assert failed.returncode != 0 and "job failed" in text and "resources used" not in text

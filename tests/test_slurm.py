@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT
@@ -77,15 +78,15 @@ def test_profile_plans_without_a_cluster(tmp_path):
 
 
 def test_profile_groups_small_cpu_jobs_per_model(tmp_path):
-    """Each model's table and figure jobs of the perturbation line, and of the head line, are one SLURM job."""
+    """Per model, the statistics and their figures are one SLURM job, and so are the TEXTSPAN labels and
+    their property matching; nothing else is grouped."""
     result = snakemake(tmp_path, "-n", "--config", "model=tiny_random", "models=[tiny_random_resnet]")
     assert result.returncode == 0, result.stderr[-4000:]
-    groups = planned_groups(result.stdout)
-    lines = {"perturbation_tables": ["perturbation_figures", "perturbation_stats", "summarise_embeddings"]}
-    lines["head_tables"] = ["head_properties", "mean_ablation", "textspan_heads"]
+    lines = {"perturbation_tables": ["perturbation_figures", "perturbation_stats"]}
+    lines["head_tables"] = ["head_properties", "textspan_heads"]
     expected = {f"{line}_tiny_random": [(rule, "tiny_random") for rule in rules] for line, rules in lines.items()}
     expected["perturbation_tables_tiny_random_resnet"] = [(rule, "tiny_random_resnet") for rule in lines["perturbation_tables"]]
-    assert groups == expected  # the ResNet has no head decomposition
+    assert planned_groups(result.stdout) == expected  # the ResNet has no head decomposition
     grouped = {rule for rules in lines.values() for rule in rules}
     assert not grouped & GPU_RULES, "a group of CPU jobs must not take a GPU job's partition"
 
@@ -110,9 +111,9 @@ def test_workflow_runs_through_the_slurm_plugin(tmp_path):
     state, workdir = tmp_path / "slurm", tmp_path / "run"
     state.mkdir()
     workdir.mkdir()
-    # A small part of the workflow (each cluster job starts Snakemake twice): GPU and CPU rules, 3 DAG levels.
+    # A small part of the workflow (each cluster job starts Snakemake twice): GPU and CPU rules, a group, 4 DAG levels.
     results = "results/{}/model=tiny_random/dataset=skimage_samples/{}"
-    targets = [results.format("summary", "summary.json"), results.format("explain", "maps.npz")]
+    targets = [results.format("summary", "summary.json"), results.format("interpret", "head_labels.csv")]
     env = {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state), "FAKE_SLURM_ACCOUNTS": ACCOUNT}
     fast = ["--jobs", "2", "--prioritize", targets[0], "--slurm-init-seconds-before-status-checks", "1"]  # 3 waves of jobs
     result = snakemake(workdir, *fast, *targets, "--config", *SMOKE, env=env)
@@ -120,16 +121,21 @@ def test_workflow_runs_through_the_slurm_plugin(tmp_path):
     assert result.returncode == 0, f"{result.stderr[-5000:]}\n{job_logs}"
 
     assert '"images_embedded": 12' in (workdir / targets[0]).read_text()
-    assert (workdir / targets[1]).stat().st_size > 0
+    assert len(pd.read_csv(workdir / targets[1])) > 0
 
     submitted = calls(state, "sbatch")
-    group = "perturbation_tables_tiny_random"  # summarise_embeddings, submitted as a group job of the profile
+    group = "head_tables_tiny_random"  # textspan_heads, then head_properties: one SLURM job
     comments = {call["job"]: option(call["args"], "--comment") for call in submitted}
     rules = {
         job: group if comment.startswith(f"rule_{group}") else re.match(r"rule_(\w+?)(_wildcards_|$)", comment)[1]
         for job, comment in comments.items()
     }
-    assert sorted(rules.values()) == ["embed_images", "embed_labels", "explain_maps", group, "prepare_dataset"]
+    model_jobs = ["decompose_images", "embed_images", "embed_labels", "embed_properties", "embed_text_pool"]
+    assert sorted(rules.values()) == sorted([*model_jobs, group, "prepare_dataset", "summarise_embeddings"])
+    (group_call,) = [call for call in submitted if rules[call["job"]] == group]
+    runtime, memory = SETTINGS["default-resources"]["runtime"], SETTINGS["default-resources"]["mem_mb"]
+    assert option(group_call["args"], "-t") == str(2 * runtime), "two jobs in a row: the sum of their run times"
+    assert option(group_call["args"], "--mem") == str(memory), "one job at a time: the memory of one"
     steps = {call["job"]: call["args"] for call in calls(state, "srun")}
     assert steps.keys() == rules.keys()  # every job ran its step through srun
     for call in submitted:

@@ -63,8 +63,17 @@ def resources_used() -> str:
     and the peak resident memory of this process, as :data:`RESOURCES_LINE`."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    rss_bytes = own.ru_maxrss if sys.platform == "darwin" else own.ru_maxrss * 1024  # KiB on Linux
-    return RESOURCES_LINE.format(cpu=cpu, rss=rss_bytes / 2**20)
+    return RESOURCES_LINE.format(cpu=cpu, rss=_peak_rss_bytes(own) / 2**20)
+
+
+def _peak_rss_bytes(own: resource.struct_rusage) -> float:
+    """Peak resident memory of this program. Linux's ``ru_maxrss`` keeps the peak of the process that
+    forked this one from before its ``exec`` (Snakemake's, pytest's), so /proc's VmHWM comes first."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return own.ru_maxrss if sys.platform == "darwin" else own.ru_maxrss * 1024  # bytes on macOS, KiB elsewhere
 
 
 @contextlib.contextmanager
