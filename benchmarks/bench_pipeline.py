@@ -120,13 +120,17 @@ def logged_cpu_seconds(workdir: Path) -> dict[str, list[float]]:
     return found
 
 
+def copy_env(workdir: Path) -> dict[str, str]:
+    """The environment of a command run in the copy ``workdir``: its own package sources first."""
+    return {**os.environ, "PYTHONPATH": str(workdir / "src")}
+
+
 def import_seconds(script: Path) -> float:
     """Wall seconds of a fresh interpreter importing what ``script`` imports at its top."""
     tree = ast.parse(script.read_text())
     imports = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    env = {**os.environ, "PYTHONPATH": str(script.parents[1] / "src")}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "\n".join(imports)], check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-c", "\n".join(imports)], check=True, env=copy_env(script.parents[1]), capture_output=True)
     return time.perf_counter() - start
 
 
@@ -159,11 +163,10 @@ def analyse(workdir: Path) -> list[dict]:
 
 def timed_run(workdir: Path, cores: int, config: list[str], *extra: str) -> tuple[float, float]:
     """Run the workflow in ``workdir``; its wall seconds and the CPU seconds of all its processes."""
-    env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
     children = os.times()
     start = time.perf_counter()
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores), *extra, "--config", *config]
-    run = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    run = subprocess.run(command, cwd=workdir, env=copy_env(workdir), capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = os.times()
     if run.returncode != 0:
@@ -186,13 +189,12 @@ def main() -> None:
     load_before = os.getloadavg()
     unit_before = machine_unit()
     workdir = args.existing or fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-")))
-    env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
     wall = cpu = without_figures = None
     if args.existing is None:
         wall, cpu = timed_run(workdir, args.cores, args.config)
     rows = analyse(workdir)
-    figure_rules = sorted(r["rule"] for r in rows if r["figures"])
     if args.without_figures:  # the figure rules this run had (a name Snakemake does not know it ignores)
+        figure_rules = sorted(r["rule"] for r in rows if r["figures"])
         bare = fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-nofig-")))
         without_figures, _ = timed_run(bare, args.cores, args.config, "--omit-from", *figure_rules)
         shutil.rmtree(bare)
@@ -201,7 +203,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "-m", "snakemake", "--report", str(report), "--config", *args.config],
         cwd=workdir,
-        env=env,
+        env=copy_env(workdir),
         capture_output=True,
         check=True,
     )
