@@ -109,9 +109,11 @@ def test_model_jobs_on_cuda_hold_the_gpu_slot(tmp_path):
     assert all(gpu in ("1", "none") for _, gpu, _ in jobs.values())
 
 
-def test_the_chain_to_the_perturbation_figures_runs_first(tmp_path):
-    """The figures job, the longest that waits for every embedding, and everything it waits for (bar the
-    dataset, which all jobs wait for) go first, so the other lines' jobs fill the cores while it draws."""
+def test_the_chains_to_the_longest_jobs_run_first(tmp_path):
+    """The two longest jobs (the perturbation figures, the explanation maps' evaluation) and everything
+    they wait for (bar the dataset, which all jobs wait for) go first, so that neither runs alone at
+    the end while the short jobs of the other lines fill the cores."""
     jobs = planned_jobs(tmp_path, "--cores", "2", "--config", "model=tiny_random")
     first = {rule for rule, (_, _, priority) in jobs.items() if priority > 0}
-    assert first == {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats", "perturbation_figures"}
+    perturbation = {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats", "perturbation_figures"}
+    assert first == perturbation | {"explain_maps", "explain_evaluation"}

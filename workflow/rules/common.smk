@@ -31,10 +31,11 @@ def model_config(wildcards):
     return CFG["model_grid"][wildcards.model]
 
 
-PERTURBATION_CHAIN_PRIORITY = 1
-"""Priority of the jobs on the way to the perturbation figures (every embedding, the statistics, the
-figures): the figures job is the longest job that can only start once all embeddings exist, so its
-chain goes first and the other lines' jobs fill the remaining cores while it draws."""
+LONG_CHAIN_PRIORITY = 1
+"""Priority of the two longest jobs and of the jobs they wait for (bar the dataset): the perturbation
+figures (after every embedding, the labels' embeddings and the statistics) and the explanation maps'
+evaluation (after the maps). Without it Snakemake tends to leave a long job for the end, where it
+runs alone on one core; with it the short jobs of the other lines fill the remaining cores."""
 
 
 MODEL_JOB_THREADS = 4

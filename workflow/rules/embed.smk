@@ -8,7 +8,7 @@ rule embed_images:
         "logs/embed_images/{model}/{dataset}/{family}/{shard}.log",
     benchmark:
         "logs/benchmarks/embed_images/{model}/{dataset}/{family}/{shard}.tsv"
-    priority: PERTURBATION_CHAIN_PRIORITY
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     threads: model_job_threads
@@ -35,7 +35,7 @@ rule embed_labels:
         "logs/embed_labels/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/embed_labels/{model}/{dataset}.tsv"
-    priority: PERTURBATION_CHAIN_PRIORITY
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     threads: model_job_threads

@@ -17,6 +17,7 @@ rule explain_maps:
         "logs/explain_maps/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/explain_maps/{model}/{dataset}.tsv"
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     threads: model_job_threads
@@ -92,6 +93,7 @@ rule explain_evaluation:
         "logs/explain_evaluation/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/explain_evaluation/{model}/{dataset}.tsv"
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     threads: model_job_threads

@@ -61,7 +61,7 @@ rule embed_drift_labels:
         "logs/embed_drift_labels/{model}/{label_set}.log",
     benchmark:
         "logs/benchmarks/embed_drift_labels/{model}/{label_set}.tsv"
-    priority: PERTURBATION_CHAIN_PRIORITY
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     threads: model_job_threads
@@ -95,7 +95,7 @@ rule perturbation_stats:
         "logs/perturbation_stats/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/perturbation_stats/{model}/{dataset}.tsv"
-    priority: PERTURBATION_CHAIN_PRIORITY
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     params:
@@ -156,7 +156,7 @@ rule perturbation_figures:
         "logs/perturbation_figures/{model}/{dataset}.log",
     benchmark:
         "logs/benchmarks/perturbation_figures/{model}/{dataset}.tsv"
-    priority: PERTURBATION_CHAIN_PRIORITY
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     params:
