@@ -1,8 +1,11 @@
 """Throughput of ``cliplens.perturbation.families.perturb`` against the ``imagecorruptions`` package.
 
 Both backends see the same 224x224 photos (scikit-image samples) at the same severities.
-``perturb`` runs on whole batches (CPU, and CUDA when available); imagecorruptions runs one
-uint8 image at a time, timed on ``corrupt()`` alone. Prints a Markdown table and writes a CSV.
+``perturb`` runs on whole batches (CPU, and CUDA when available) of the input the embedding step
+hands each family: the decoded 8-bit pixels (channels-last memory, as the loader yields them) for
+families that read bytes (JPEG), else [0, 1] floats (converted once per batch, shared by every
+cell of the grid); imagecorruptions runs one uint8 image at a time, timed on ``corrupt()`` alone.
+Prints a Markdown table and writes a CSV.
 
     python benchmarks/bench_perturb.py --out benchmarks/out/perturb.csv
     python benchmarks/bench_perturb.py --threads 1 --clock cpu --all-families   # shared machine
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CLOCKS, best_of, hardware, write_table  # noqa: E402
 
 from cliplens.perturbation.families import FAMILIES, image_seeds, perturb
+from cliplens.pixels import unit_pixels
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
 
@@ -67,7 +71,8 @@ def main() -> None:
     shared = [f.name for f in FAMILIES.values() if f.imagecorruptions_name]
     families = args.families or (list(FAMILIES) if args.all_families else shared)
     pixels = photos(args.batch_size, args.size)
-    clean = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255).contiguous()
+    eight_bit = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [B, 3, H, W], channels-last memory
+    clean = unit_pixels(eight_bit)
     masks = torch.zeros(clean.shape[0], args.size, args.size, dtype=torch.bool)
     masks[:, args.size // 4 : 3 * args.size // 4, args.size // 4 : 3 * args.size // 4] = True
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -80,7 +85,8 @@ def main() -> None:
                 reference_rate(pixels[: args.reference_images], name, severity, args.repeats, args.clock) if name else None
             )
             for device in devices:
-                images, image_masks = clean.to(device), masks.to(device)
+                images = (eight_bit if FAMILIES[family].reads_bytes else clean).to(device)
+                image_masks = masks.to(device)
                 seeds = image_seeds([str(i) for i in range(len(images))], family, severity, 0).to(device)
                 seconds = best_of(args.repeats, lambda: perturb(images, family, severity, seeds, masks=image_masks), args.clock)
                 rate = len(images) / seconds

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cliplens.explain.methods import explanation_scores
 from cliplens.explain.surgery import explain
-from cliplens.images import square_transform
+from cliplens.images import pixels_of, square_transform
 from cliplens.maps import ExplanationScores, mask_evaluation
 from cliplens.text import label_features
 
@@ -45,7 +45,7 @@ def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
     loaded_back = ExplanationScores.load(tmp_path / "maps.npz")
     assert loaded_back.image_ids == rows["image_id"].tolist() and loaded_back.labels == labels
     transform = square_transform(224, "squash")
-    pixels = torch.stack([transform(Image.open(p).convert("RGB")) for p in rows["path"]])
+    pixels = pixels_of([Image.open(p).convert("RGB") for p in rows["path"]], transform)
     images = TF.normalize(pixels, tiny_loaded.mean, tiny_loaded.std)
     text, _ = label_features(tiny_loaded, labels, "single")
     for method in ("raw", "surgery"):

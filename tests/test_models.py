@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from cliplens.images import pixel_transform
+from cliplens.images import pixel_transform, pixels_of
 from cliplens.models import (
     WeightsUnavailableError,
     build_module,
@@ -94,7 +94,7 @@ def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):
     photos = _photos()
     preprocess = image_transform_v2(PreprocessCfg(**tiny_loaded.provenance["preprocess"]), is_train=False)
     transform = pixel_transform(tiny_loaded)
-    ours = encode_pixels(tiny_loaded, torch.stack([transform(p) for p in photos]))
+    ours = encode_pixels(tiny_loaded, pixels_of(photos, transform))
     with torch.no_grad():
         theirs = F.normalize(tiny_loaded.model.encode_image(torch.stack([preprocess(p) for p in photos])), dim=-1)
         texts = ["a photo of an astronaut", "a photo of a cat"]

@@ -129,6 +129,8 @@ def test_perturb_validates_inputs(photos: torch.Tensor, seeds: torch.Tensor) -> 
             perturb(photos, "contrast", severity, seeds)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         perturb(photos[:, :1], "contrast", 1, seeds)
+    with pytest.raises(ValueError, match="uint8"):
+        perturb((photos * 255).to(torch.int32), "contrast", 1, seeds)
     with pytest.raises(ValueError, match="seeds"):
         perturb(photos, "contrast", 1, seeds[:2])
     with pytest.raises(ValueError, match="valid parameters"):
@@ -313,6 +315,29 @@ def test_pixelate_is_pils_box_resize_down_and_up_on_floats(factor: float, size: 
         ]
     )
     np.testing.assert_allclose(ours.numpy(), reference, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_eight_bit_input_equals_its_floats(family: str, photos: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor) -> None:
+    """uint8 pixels, planar or laid out as the loader yields them (channels-last), perturb exactly
+    as their [0, 1] floats do, into float32; severity 0 gives the floats."""
+    eight_bit = (photos * 255).round().to(torch.uint8)
+    loader_layout = eight_bit.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert torch.equal(perturb(eight_bit, family, 0, seeds), photos)
+    expected = perturb(photos, family, 4, seeds, masks=masks)
+    for images in (eight_bit, loader_layout):
+        out = perturb(images, family, 4, seeds, masks=masks)
+        assert out.dtype == torch.float32 and torch.equal(out, expected)
+
+
+def test_only_jpeg_reads_bytes() -> None:
+    assert {name for name, family in FAMILIES.items() if family.reads_bytes} == {"jpeg_compression"}
+
+
+def test_reference_backend_takes_eight_bit_input(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    eight_bit = (photos * 255).round().to(torch.uint8)
+    out = perturb_imagecorruptions(eight_bit, "contrast", 2, seeds)
+    assert out.dtype == torch.float32 and torch.equal(out, perturb_imagecorruptions(photos, "contrast", 2, seeds))
 
 
 @pytest.mark.parametrize("quality", [7, 25, 90])

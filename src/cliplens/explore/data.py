@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from cliplens.datasets import read_manifest
-from cliplens.images import load_rgb, square_transform
+from cliplens.images import load_rgb, pixels_of, square_transform
 from cliplens.models import LoadedModel, load_model
 
 LINES = ("perturbation", "explain", "interpret")
@@ -86,7 +86,7 @@ class Run:
         """[0, 1] square pixels [n, 3, size, size] of stored images, without the model."""
         transform = square_transform(size, resize_mode)
         paths = self.manifest.loc[image_ids, "path"]
-        return torch.stack([transform(load_rgb(path)) for path in paths])
+        return pixels_of([load_rgb(path) for path in paths], transform)
 
     def loaded(self) -> LoadedModel:
         """The run's model, loaded on first use (only where a new text or image must be encoded)."""

@@ -20,8 +20,8 @@ from cliplens.images import (
 )
 from cliplens.io import EmbeddingWriter
 from cliplens.models import LoadedModel, encode_pixels
-from cliplens.perturbation.families import uint8_images
-from cliplens.perturbation.grid import PerturbationSpec, apply_spec, needs_mask
+from cliplens.perturbation.grid import PerturbationSpec, apply_spec, needs_mask, reads_bytes
+from cliplens.pixels import uint8_images, unit_pixels
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,21 @@ def extract_image_embeddings(
     num_workers: int = 0,
     backend: str = "torch",
 ) -> int:
-    """Embed every readable image of ``rows`` under every perturbation spec; returns rows written."""
+    """Embed every readable image of ``rows`` under every perturbation spec; returns rows written.
+
+    Families that read bytes (JPEG) get the decoded 8-bit pixels, the others [0, 1] floats
+    converted once per batch."""
     needs_masks = any(needs_mask(spec.family) for spec in specs)
+    bytes_read = {spec.family: reads_bytes(spec.family, backend) for spec in specs}
     transform = pixel_transform(loaded)
     done = 0
-    for batch, pixels, masks in iterate_batches(
-        rows, transform, loaded.image_size, batch_size, num_workers, loaded.device, needs_masks
+    for batch, eight_bit, masks in iterate_batches(
+        rows, transform, loaded.image_size, batch_size, num_workers, loaded.device, needs_masks, eight_bit=True
     ):
         ids = batch["image_id"].tolist()
+        floats = None if all(bytes_read.values()) else unit_pixels(eight_bit)
         for spec in specs:
+            pixels = eight_bit if bytes_read[spec.family] or floats is None else floats
             perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
             embeddings = encode_pixels(loaded, perturbed).cpu().numpy()
             writer.write(

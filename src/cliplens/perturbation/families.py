@@ -18,6 +18,7 @@ from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from cliplens.perturbation import PARAMETER_DOMAINS
+from cliplens.pixels import uint8_images, unit_pixels
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -48,6 +49,8 @@ class Family:
     needs_mask: bool
     imagecorruptions_name: str | None
     doc: str
+    reads_bytes: bool = False
+    """Whether the family works on 8-bit pixels, so that :func:`perturb` hands it uint8 input as is."""
 
 
 FAMILIES: dict[str, Family] = {}
@@ -62,11 +65,13 @@ def _family(
     *,
     needs_mask: bool = False,
     imagecorruptions_name: str | None = None,
+    reads_bytes: bool = False,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register the decorated function as the family named after it (without the underscore).
 
-    The function takes (images float [B,3,H,W], seeds int64 [B], one value per parameter, and
-    ``masks`` if ``needs_mask``) and returns a new, unclamped tensor.
+    The function takes (images float [B,3,H,W], or uint8 as well if ``reads_bytes``, seeds int64
+    [B], one value per parameter, and ``masks`` if ``needs_mask``) and returns a new, unclamped
+    float tensor.
     """
 
     def register(apply: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -78,6 +83,7 @@ def _family(
             needs_mask=needs_mask,
             imagecorruptions_name=imagecorruptions_name,
             doc=inspect.getdoc(apply) or "",
+            reads_bytes=reads_bytes,
         )
         _APPLY[name] = apply
         return apply
@@ -127,26 +133,32 @@ def perturb(
     params: Mapping[str, Sequence] | None = None,
     masks: Tensor | None = None,
 ) -> Tensor:
-    """Perturb a batch: float ``images`` [B,3,H,W] in [0,1], int64 ``seeds`` [B], bool ``masks`` [B,H,W].
+    """Perturb a batch: ``images`` [B,3,H,W] float in [0,1] or uint8, int64 ``seeds`` [B], bool ``masks`` [B,H,W].
 
     ``params`` overrides the family's per-severity defaults (see :func:`resolve_params`);
-    ``masks`` (True = object) are needed by families with ``needs_mask``. Returns a new tensor
-    with the shape, dtype and device of ``images``, clamped to [0, 1]; severity 0 returns
-    ``images`` itself.
+    ``masks`` (True = object) are needed by families with ``needs_mask``. 8-bit images go as they
+    are to families that read bytes (``reads_bytes``: JPEG) and as [0, 1] floats to the rest
+    (:func:`cliplens.pixels.unit_pixels`). Returns a new tensor with the shape and device of
+    ``images`` and its dtype (float32 for uint8 input), clamped to [0, 1]; severity 0 returns float
+    ``images`` themselves.
     """
     values = resolve_params(family, params)
     _check_severity(severity)
     _check_batch(images, seeds)
+    dtype = images.dtype if images.is_floating_point() else torch.float32
     if severity == 0 or images.shape[0] == 0:
-        return images
+        return unit_pixels(images)
     needs_mask = FAMILIES[family].needs_mask
     if needs_mask:
         masks = _checked_masks(masks, images, family)
     at_severity = {key: value[severity - 1] for key, value in values.items()}
-    work = (images if images.dtype == torch.float64 else images.float()).contiguous()
+    if images.dtype == torch.uint8:
+        work = images if FAMILIES[family].reads_bytes else unit_pixels(images)
+    else:
+        work = (images if images.dtype == torch.float64 else images.float()).contiguous()
     seeds = seeds.to(device=images.device, dtype=torch.int64)
     chunk = len(work)
-    if work.device.type == "cpu":
+    if work.device.type == "cpu" and not FAMILIES[family].reads_bytes:  # libjpeg works image by image anyway
         chunk = max(1, _CPU_CHUNK_PIXELS // (work.shape[-2] * work.shape[-1]))
 
     def apply(part: slice) -> Tensor:
@@ -154,21 +166,18 @@ def perturb(
         return _APPLY[family](work[part], seeds[part], **at_severity, **mask_arg)
 
     if chunk >= len(work):  # one chunk (always on a GPU): no second batch-sized buffer
-        return apply(slice(None)).clamp_(0.0, 1.0).to(images.dtype)
-    out = torch.empty_like(work)  # each chunk is clamped straight into its place: no concatenation pass
+        return apply(slice(None)).clamp_(0.0, 1.0).to(dtype)
+    # each chunk is clamped straight into its place: no concatenation pass
+    out = torch.empty(work.shape, dtype=work.dtype if work.is_floating_point() else torch.float32, device=work.device)
     for start in range(0, len(work), chunk):
         part = slice(start, start + chunk)
         torch.clamp(apply(part), 0.0, 1.0, out=out[part])
-    return out.to(images.dtype)
-
-
-def uint8_images(pixels: Tensor) -> np.ndarray:
-    """[B, H, W, 3] uint8 (rounded) of [0, 1] pixels [B, 3, H, W] on any device."""
-    return (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return out.to(dtype)
 
 
 def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: Tensor | None = None) -> Tensor:
-    """Reference backend: the ``imagecorruptions`` package applied image by image (slow, CPU).
+    """Reference backend: the ``imagecorruptions`` package applied image by image (slow, CPU); ``images``
+    and the result as in :func:`perturb`.
 
     Uses ImageNet-C's fixed parameters at every image size (no overrides). With ``seeds``
     (int64 [B]) numpy's global random state is seeded per image and restored afterwards.
@@ -181,14 +190,14 @@ def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: 
         supported = sorted(f.name for f in FAMILIES.values() if f.imagecorruptions_name)
         raise ValueError(f"family {family!r} has no imagecorruptions counterpart; supported: {supported}")
     if severity == 0:
-        return images
+        return unit_pixels(images)
     try:
         from imagecorruptions import corrupt
     except ImportError as error:
         raise ImportError(
             "the imagecorruptions backend needs the package 'imagecorruptions-imaug' (pip install 'cliplens[imagecorruptions]')"
         ) from error
-    pixels = uint8_images(images)
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy() if images.dtype == torch.uint8 else uint8_images(images)
     state = np.random.get_state()
     corrupted = []
     try:
@@ -203,7 +212,7 @@ def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: 
     finally:
         np.random.set_state(state)
     out = torch.from_numpy(np.stack(corrupted)).permute(0, 3, 1, 2).to(images.device)
-    return (out.float() / 255).to(images.dtype)
+    return unit_pixels(out).to(images.dtype if images.is_floating_point() else torch.float32)
 
 
 def _check_family(family: str) -> None:
@@ -216,9 +225,10 @@ def _check_severity(severity: int) -> None:
 
 
 def _check_batch(images: Tensor, seeds: Tensor | None) -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+    pixel_type = isinstance(images, Tensor) and (images.is_floating_point() or images.dtype == torch.uint8)
+    if not pixel_type or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
-            f"images must be a float tensor [B, 3, H, W] in [0, 1], got "
+            f"images must be a float tensor [B, 3, H, W] in [0, 1] or a uint8 one, got "
             f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}"
         )
     if seeds is None:
@@ -540,22 +550,23 @@ def _saturate(images: Tensor, seeds: Tensor, *, factor: float, offset: float) ->
     return out
 
 
-@_family("digital", {"quality": (25, 18, 15, 10, 7)}, imagecorruptions_name="jpeg_compression")
+@_family("digital", {"quality": (25, 18, 15, 10, 7)}, imagecorruptions_name="jpeg_compression", reads_bytes=True)
 def _jpeg_compression(images: Tensor, seeds: Tensor, *, quality: float) -> Tensor:
     """JPEG round trip at ``quality`` (ImageNet-C: 25, 18, 15, 10, 7; whole numbers 1..100) through
     torchvision's batched ``encode_jpeg``/``decode_jpeg``: libjpeg on the CPU (bit-identical to
-    PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors."""
-    batch, _, height, width = images.shape
-    # 8-bit levels (255 x + 0.5 truncated is 255 x rounded), written interleaved (H, W, 3) as
-    # libjpeg reads them: no per-image reordering
-    pixels = torch.empty(batch, height, width, 3, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
-    pixels.copy_(torch.add(images.new_tensor(0.5), images, alpha=255).clamp_(0, 255))
+    PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors. Encodes 8-bit images as they
+    are (the embedding step hands over the decoded bytes), [0, 1] floats rounded to 8 bits."""
+    if images.dtype == torch.uint8:
+        pixels = images
+    else:  # 255 x + 0.5 truncated is 255 x rounded; written interleaved (H, W, 3), as libjpeg reads them
+        batch, _, height, width = images.shape
+        pixels = torch.empty(batch, height, width, 3, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
+        pixels.copy_(torch.add(images.new_tensor(0.5), images, alpha=255).clamp_(0, 255))
     if pixels.is_cuda:  # nvJPEG reads planar (C, H, W) memory
         pixels = pixels.contiguous()
     encoded = encode_jpeg(list(pixels), quality=int(quality))
     decoded = decode_jpeg([data.cpu() for data in encoded], device=images.device)
-    interleaved = torch.stack([image.permute(1, 2, 0) for image in decoded]).permute(0, 3, 1, 2)
-    return torch.div(interleaved, 255, out=torch.empty_like(images))
+    return unit_pixels(torch.stack([image.permute(1, 2, 0) for image in decoded]).permute(0, 3, 1, 2))
 
 
 def _bin_means(rows: Tensor, length: int, size: int) -> Tensor:

@@ -63,7 +63,8 @@ def apply_spec(
     masks: torch.Tensor | None = None,
     backend: str = "torch",
 ) -> torch.Tensor:
-    """Apply one grid cell to a batch of [0,1] pixels (identity for clean)."""
+    """Apply one grid cell to a batch of pixels: [0, 1] floats, or 8-bit ones for the families that
+    read bytes (see :func:`~cliplens.perturbation.families.perturb`); clean returns them as they are."""
     if spec.family == CLEAN or spec.severity == 0:
         return pixels
     from cliplens.perturbation.families import image_seeds, perturb, perturb_imagecorruptions
@@ -72,6 +73,15 @@ def apply_spec(
     if backend == "imagecorruptions":
         return perturb_imagecorruptions(pixels, spec.family, spec.severity, seeds)
     return perturb(pixels, spec.family, spec.severity, seeds, spec.params, masks)
+
+
+def reads_bytes(family: str, backend: str = "torch") -> bool:
+    """Whether the embedding step hands a family the decoded 8-bit pixels rather than [0, 1] floats."""
+    if family == CLEAN or backend != "torch":
+        return False
+    from cliplens.perturbation.families import FAMILIES
+
+    return FAMILIES[family].reads_bytes
 
 
 def needs_mask(family: str) -> bool:

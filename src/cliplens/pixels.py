@@ -1,0 +1,23 @@
+"""Pixels as the pipeline holds them: 8-bit ``[B, 3, H, W]`` uint8 as decoded (any memory order; the
+loader gives them channels-last, as Pillow holds them) and ``[0, 1]`` float ``[B, 3, H, W]`` as the
+models and most perturbations take them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def unit_pixels(images: Tensor) -> Tensor:
+    """[0, 1] float pixels of ``images`` [B, 3, H, W]: float ones as they are; 8-bit ones as float32
+    (contiguous, on their device), value / 255 as torchvision's ``ToTensor`` computes it."""
+    if images.is_floating_point():
+        return images
+    # reordering while converting, then dividing in place: faster than one strided division
+    return torch.empty(images.shape, dtype=torch.float32, device=images.device).copy_(images).div_(255)
+
+
+def uint8_images(pixels: Tensor) -> np.ndarray:
+    """[B, H, W, 3] uint8 (rounded) of [0, 1] pixels [B, 3, H, W] on any device."""
+    return (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
