@@ -4,9 +4,11 @@
 
 Three numbers per configuration, all in images/second on the same device and batch size:
 - bare: `model.encode_image` on pre-normalised batches already in memory (the ceiling);
-- step compute: cliplens' encode + Parquet write on the same in-memory [0,1] batches;
+- step compute: cliplens' conversion to [0, 1] floats, encode + Parquet write on the same
+  in-memory batches, held as the loader yields them (8-bit);
 - step end-to-end: the whole embedding job (decode, resize, DataLoader, encode, write).
-With --families, the step also perturbs every batch (severity 3) before encoding it.
+With --families, the step also perturbs every batch (severity 3) before encoding it (JPEG on the
+bytes, as the embedding step does).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from cliplens.models import (
     load_model,  # noqa: E402
 )
 from cliplens.perturbation.embedding import extract_image_embeddings
-from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec
+from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec, reads_bytes
+from cliplens.pixels import unit_pixels
 
 MODELS = {
     "tiny_random": {"arch": "cliplens-tiny-vit"},
@@ -50,8 +53,9 @@ def measure(name: str, images: int, batch_size: int, workers: int, precision: st
         manifest, _ = prepare({"kind": "skimage"}, Path(tmp) / "data")
         rows = manifest.iloc[[i % len(manifest) for i in range(images)]].reset_index(drop=True)
         transform = pixel_transform(loaded)
-        batches = [p for _, p, _ in iterate_batches(rows, transform, loaded.image_size, batch_size, 0, loaded.device)]
-        normalised = [TF.normalize(p, loaded.mean, loaded.std) for p in batches]
+        loader = iterate_batches(rows, transform, loaded.image_size, batch_size, 0, loaded.device, eight_bit=True)
+        batches = [p for _, p, _ in loader]
+        normalised = [TF.normalize(unit_pixels(p), loaded.mean, loaded.std) for p in batches]
         schema = embedding_schema(IMAGE_FIELDS, loaded.embed_dim, "float16", {})
 
         def bare():
@@ -63,7 +67,8 @@ def measure(name: str, images: int, batch_size: int, workers: int, precision: st
             with EmbeddingWriter(Path(tmp) / "compute.parquet", schema) as writer:
                 for batch in batches:
                     ids = [f"image{i}" for i in range(len(batch))]
-                    embeddings = encode_pixels(loaded, apply_spec(batch, ids, spec)).cpu().numpy()
+                    pixels = batch if reads_bytes(spec.family) else unit_pixels(batch)
+                    embeddings = encode_pixels(loaded, apply_spec(pixels, ids, spec)).cpu().numpy()
                     n = len(embeddings)
                     writer.write(
                         {
