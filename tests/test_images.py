@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,9 +13,27 @@ from torchvision.transforms import functional as TF
 import cliplens.perturbation.embedding as embedding
 from cliplens.images import iterate_batches, load_rgb, preprocess_without_normalize
 from cliplens.io import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
-from cliplens.perturbation.grid import CLEAN_SPEC, family_specs
+from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec, family_specs
+from cliplens.pixels import unit_pixels
 
 NAMES = ["astronaut", "chelsea", "coffee"]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_level_becomes_exactly_value_over_255(device: str) -> None:
+    """As torchvision's ToTensor computes on the CPU; CUDA's division by a Python number would not."""
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 256, 1, 1).expand(1, 256, 2, 3)
+    pixels = unit_pixels(levels.permute(0, 3, 2, 1).to(device))  # [1, 3, 2, 256], channels-last memory
+    assert pixels.dtype == torch.float32 and pixels.is_contiguous()
+    expected = torch.from_numpy(np.arange(256, dtype=np.float32) / np.float32(255))
+    assert torch.equal(pixels.cpu(), expected.expand(1, 3, 2, 256))
+
+
+def test_clean_cells_give_floats_of_eight_bit_pixels() -> None:
+    eight_bit = torch.arange(48, dtype=torch.uint8).reshape(1, 3, 4, 4)
+    for spec in (CLEAN_SPEC, PerturbationSpec("jpeg_compression", 0, 0)):
+        assert torch.equal(apply_spec(eight_bit, ["a"], spec), eight_bit.float() / 255)
 
 
 @pytest.fixture

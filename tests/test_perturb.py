@@ -129,7 +129,7 @@ def test_perturb_validates_inputs(photos: torch.Tensor, seeds: torch.Tensor) -> 
             perturb(photos, "contrast", severity, seeds)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         perturb(photos[:, :1], "contrast", 1, seeds)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match="or a uint8 one, got torch.int32"):
         perturb((photos * 255).to(torch.int32), "contrast", 1, seeds)
     with pytest.raises(ValueError, match="seeds"):
         perturb(photos, "contrast", 1, seeds[:2])

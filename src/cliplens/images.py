@@ -1,7 +1,8 @@
-"""Images: decoding and open_clip's geometry as [0,1] pixel batches, masks, and arrays for plotting.
+"""Images: decoding and open_clip's geometry as pixel batches, masks, and arrays for plotting.
 
 Images are decoded and resized/cropped by open_clip's own eval transform (without its final
-Normalize) in DataLoader workers; normalisation then runs batched on the model's device.
+ToTensor and Normalize) in DataLoader workers and travel as 8-bit pixels; conversion to [0, 1]
+floats and normalisation then run batched on the model's device.
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ def iterate_batches(
         keep = ok.nonzero().squeeze(1)
         if len(keep) == 0:
             continue
-        data = pixels[keep].permute(0, 3, 1, 2).to(device, non_blocking=True)
-        yield rows.iloc[index[keep].numpy()], data if eight_bit else unit_pixels(data), mask[keep].to(device, non_blocking=True)
+        if len(keep) < len(ok):  # a selection is a new tensor, no longer in pinned memory: only when needed
+            pixels, mask = pixels[keep], mask[keep]
+        data = pixels.permute(0, 3, 1, 2).to(device, non_blocking=True)
+        yield rows.iloc[index[keep].numpy()], data if eight_bit else unit_pixels(data), mask.to(device, non_blocking=True)
 
 
 def load_pixels(

@@ -11,11 +11,15 @@ from torch import Tensor
 
 def unit_pixels(images: Tensor) -> Tensor:
     """[0, 1] float pixels of ``images`` [B, 3, H, W]: float ones as they are; 8-bit ones as float32
-    (contiguous, on their device), value / 255 as torchvision's ``ToTensor`` computes it."""
+    (contiguous, on their device), value / 255 exactly as torchvision's ``ToTensor`` computes it
+    on the CPU."""
     if images.is_floating_point():
         return images
-    # reordering while converting, then dividing in place: faster than one strided division
-    return torch.empty(images.shape, dtype=torch.float32, device=images.device).copy_(images).div_(255)
+    # reordering while converting, then dividing in place: faster than one strided division. The
+    # divisor is a tensor on the device: CUDA multiplies by the reciprocal of a Python number
+    # instead, which is one unit in the last place off for half of the 256 levels
+    floats = torch.empty(images.shape, dtype=torch.float32, device=images.device).copy_(images)
+    return floats.div_(torch.tensor(255.0, device=images.device))
 
 
 def uint8_images(pixels: Tensor) -> np.ndarray:

@@ -6,6 +6,7 @@ every perturbation of a family.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Mapping, Sequence
 
@@ -47,9 +48,9 @@ def extract_image_embeddings(
         rows, transform, loaded.image_size, batch_size, num_workers, loaded.device, needs_masks, eight_bit=True
     ):
         ids = batch["image_id"].tolist()
-        floats = None if all(bytes_read.values()) else unit_pixels(eight_bit)
+        floats = functools.cache(functools.partial(unit_pixels, eight_bit))  # converted once, when first needed
         for spec in specs:
-            pixels = eight_bit if bytes_read[spec.family] or floats is None else floats
+            pixels = eight_bit if bytes_read[spec.family] else floats()
             perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
             embeddings = encode_pixels(loaded, perturbed).cpu().numpy()
             writer.write(

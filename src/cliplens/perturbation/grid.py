@@ -63,11 +63,13 @@ def apply_spec(
     masks: torch.Tensor | None = None,
     backend: str = "torch",
 ) -> torch.Tensor:
-    """Apply one grid cell to a batch of pixels: [0, 1] floats, or 8-bit ones for the families that
-    read bytes (see :func:`~cliplens.perturbation.families.perturb`); clean returns them as they are."""
-    if spec.family == CLEAN or spec.severity == 0:
-        return pixels
+    """Apply one grid cell to a batch of pixels, [0, 1] floats or 8-bit ones (see
+    :func:`~cliplens.perturbation.families.perturb`): [0, 1] floats (clean: the pixels' own)."""
     from cliplens.perturbation.families import image_seeds, perturb, perturb_imagecorruptions
+    from cliplens.pixels import unit_pixels
+
+    if spec.family == CLEAN or spec.severity == 0:
+        return unit_pixels(pixels)
 
     seeds = image_seeds(image_ids, spec.family, spec.severity, spec.seed).to(pixels.device)
     if backend == "imagecorruptions":
