@@ -22,6 +22,13 @@ def unit_pixels(images: Tensor) -> Tensor:
     return floats.div_(torch.tensor(255.0, device=images.device))
 
 
+def float_dtype(images: Tensor) -> torch.dtype:
+    """The dtype of results computed from ``images``: their own if float, float32 for 8-bit ones."""
+    return images.dtype if images.is_floating_point() else torch.float32
+
+
 def uint8_images(pixels: Tensor) -> np.ndarray:
-    """[B, H, W, 3] uint8 (rounded) of [0, 1] pixels [B, 3, H, W] on any device."""
-    return (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """[B, H, W, 3] uint8 of pixels [B, 3, H, W] on any device: 8-bit ones as they are, [0, 1] floats rounded."""
+    if pixels.dtype != torch.uint8:
+        pixels = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()

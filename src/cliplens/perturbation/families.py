@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from cliplens.perturbation import PARAMETER_DOMAINS
-from cliplens.pixels import uint8_images, unit_pixels
+from cliplens.pixels import float_dtype, uint8_images, unit_pixels
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -145,7 +145,7 @@ def perturb(
     values = resolve_params(family, params)
     _check_severity(severity)
     _check_batch(images, seeds)
-    dtype = images.dtype if images.is_floating_point() else torch.float32
+    dtype = float_dtype(images)
     if severity == 0 or images.shape[0] == 0:
         return unit_pixels(images)
     needs_mask = FAMILIES[family].needs_mask
@@ -167,8 +167,7 @@ def perturb(
 
     if chunk >= len(work):  # one chunk (always on a GPU): no second batch-sized buffer
         return apply(slice(None)).clamp_(0.0, 1.0).to(dtype)
-    # each chunk is clamped straight into its place: no concatenation pass
-    out = torch.empty(work.shape, dtype=work.dtype if work.is_floating_point() else torch.float32, device=work.device)
+    out = torch.empty_like(work)  # each chunk is clamped straight into its place (8-bit work is never chunked)
     for start in range(0, len(work), chunk):
         part = slice(start, start + chunk)
         torch.clamp(apply(part), 0.0, 1.0, out=out[part])
@@ -197,7 +196,7 @@ def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: 
         raise ImportError(
             "the imagecorruptions backend needs the package 'imagecorruptions-imaug' (pip install 'cliplens[imagecorruptions]')"
         ) from error
-    pixels = images.permute(0, 2, 3, 1).cpu().numpy() if images.dtype == torch.uint8 else uint8_images(images)
+    pixels = uint8_images(images)
     state = np.random.get_state()
     corrupted = []
     try:
@@ -212,7 +211,7 @@ def perturb_imagecorruptions(images: Tensor, family: str, severity: int, seeds: 
     finally:
         np.random.set_state(state)
     out = torch.from_numpy(np.stack(corrupted)).permute(0, 3, 1, 2).to(images.device)
-    return unit_pixels(out).to(images.dtype if images.is_floating_point() else torch.float32)
+    return unit_pixels(out).to(float_dtype(images))
 
 
 def _check_family(family: str) -> None:
