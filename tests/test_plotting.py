@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.figure
 import matplotlib.image
+import matplotlib.layout_engine
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -102,3 +104,35 @@ def test_pictures_get_png_only_unless_asked_and_plots_always_get_pdf(tmp_path: P
     plotting.set_gallery_pdf(True)
     assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".pdf", ".png"]
     assert (tmp_path / "asked.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_figure_is_laid_out_once_and_drawn_once_per_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def figure() -> plt.Figure:
+        fig, axes = plt.subplots(1, 2, layout="constrained")
+        for axis in axes:
+            axis.plot([0, 1, 2], [1, 0, 2], label="a line with a long name")
+            axis.set_title("a panel")
+        fig.supxlabel("x")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center")
+        return fig
+
+    reference = figure()
+    reference.draw_without_rendering()  # matplotlib's own layout pass
+    calls = {"draw": 0, "layout": 0}
+
+    def counting(name, method):
+        def wrapper(self, *args, **kwargs):
+            calls[name] += 1
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "draw", counting("draw", matplotlib.figure.Figure.draw))
+    engine = matplotlib.layout_engine.ConstrainedLayoutEngine
+    monkeypatch.setattr(engine, "execute", counting("layout", engine.execute))
+    fig = figure()
+    assert [path.suffix for path in plotting.save_figure(fig, tmp_path / "plot.png")] == [".png", ".pdf"]
+    assert calls == {"draw": 2, "layout": 1}  # no draw only to lay out or to measure
+    for ours, theirs in zip(fig.axes, reference.axes):
+        assert np.allclose(ours.get_position().bounds, theirs.get_position().bounds)
+    plt.close("all")

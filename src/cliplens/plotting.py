@@ -69,15 +69,15 @@ def set_gallery_pdf(enabled: bool) -> None:
 def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:
     """Save ``fig`` to ``path`` (PNG) and, for plots without pictures or when gallery PDFs are
     switched on, beside it as PDF, each via a temporary file; close it. Images are first reduced
-    to the pixels they are drawn at (:func:`fit_images_to_display`). Returns the written paths."""
+    to the pixels they are drawn at (:func:`fit_images_to_display`); the layout runs once and each
+    format is drawn once. Returns the written paths."""
     if random_weights:
         mark_random_weights(fig)
     png = Path(path)
     png.parent.mkdir(parents=True, exist_ok=True)
     pictures = fit_images_to_display(fig, DPI)
     targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
-    fig.draw_without_rendering()  # the layout, once: both formats crop to the same tight box
-    fig.set_layout_engine("none")  # keep the positions it found; no layout pass per format
+    _lay_out_once(fig)
     bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
     for target in targets:
         with atomic_output(target) as tmp:
@@ -87,6 +87,17 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool =
                 fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
     plt.close(fig)
     return targets
+
+
+def _lay_out_once(fig: plt.Figure) -> None:
+    """Run the figure's layout engine once and freeze the positions it found, so that both formats
+    crop to the same tight box. The engine is then removed: with any engine (even matplotlib's
+    "none" placeholder) every ``savefig`` would first draw the whole figure once more."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
 
 
 def _save_palette_png(fig: plt.Figure, path: Path, bbox: Bbox) -> None:
