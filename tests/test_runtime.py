@@ -39,3 +39,9 @@ def test_a_failed_job_does_not_claim_to_have_finished(tmp_path):
     failed = run_job(tmp_path / "job.log", "raise ValueError('bad input')")
     text = (tmp_path / "job.log").read_text()
     assert failed.returncode != 0 and "job failed" in text and "resources used" not in text
+
+
+def test_what_a_job_imported_is_out_of_the_collectors_full_passes(tmp_path):
+    job = run_job(tmp_path / "job.log", "import gc, json\nprint(json.dumps(gc.get_freeze_count()))")
+    assert job.returncode == 0, job.stderr
+    assert int(job.stdout) > 1000  # the interpreter's and the imports' objects are frozen

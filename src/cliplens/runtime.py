@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -49,6 +50,9 @@ def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) 
             torch.set_num_threads(threads)
         else:  # a job that imports torch later (if at all) gets the cap from the environment
             os.environ["OMP_NUM_THREADS"] = str(threads)
+    # what the imports built lives as long as the job: out of the collector's full passes, which
+    # would otherwise walk torch's and matplotlib's objects again and again
+    gc.freeze()
     with terminate_cleanly(), _log_to(log_path) as log:
         yield log
         log.info(resources_used())
