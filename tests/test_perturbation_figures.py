@@ -169,6 +169,19 @@ def test_gallery_thumbnails_show_each_image_at_its_cell(tables: dict, tmp_path: 
     assert f"alignment {alignment['alignment'].mean():.3f}" in texts
 
 
+def test_a_preview_shows_the_image_at_every_severity_with_its_parameters(tmp_path: Path) -> None:
+    shades = {("img0", s): np.full((224, 224, 3), (40 * s + 20) / 255) for s in [0, *SEVERITIES]}
+    fig = figures.plot_family_preview(shades, "img0", "blur", tmp_path / "p.png", {"sigma": [0.5, 1.0, 2.0]})
+    _assert_written(tmp_path / "p.png", pdf=False)
+    mosaic = fig.axes[0].get_images()[0].get_array()  # one image of 170 px panels
+    assert len(fig.axes) == 1 and mosaic.shape[:2] == (170 + 8, 4 * 170 + 3 * 8)
+    for c, severity in enumerate([0, *SEVERITIES]):
+        assert (mosaic[:170, c * 178 : c * 178 + 170] == 40 * severity + 20).all(), severity
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["clean", "severity 1\nsigma=0.5", "severity 2\nsigma=1", "severity 3\nsigma=2"]
+    assert "blur on img0" in _texts(fig)
+
+
 def test_a_table_with_several_models_needs_a_choice(tables: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pass model="):
         figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "x.png", dataset="toyset", random_weights=False)

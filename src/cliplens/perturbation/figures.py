@@ -230,15 +230,20 @@ THUMBNAIL_INCHES = 1.0
 
 
 def _thumbnail_mosaic(
-    images: Sequence[Sequence[np.ndarray]], columns: Sequence[str], rows: Sequence[str], cells: Sequence[Sequence[str]]
+    images: Sequence[Sequence[np.ndarray]],
+    columns: Sequence[str],
+    rows: Sequence[str] | None = None,
+    cells: Sequence[Sequence[str]] | None = None,
+    side_inches: float = THUMBNAIL_INCHES,
 ) -> plt.Figure:
-    """One image of thumbnails (``images[row][column]``) with a title per column, a label per row
-    (left) and a line of text under each cell: a single axes drawn 1:1 into the PNG, where a grid
-    of axes would cost seconds of layout and drawing."""
-    side = round(THUMBNAIL_INCHES * DPI)
-    gap, label, left, top, margin = round(0.08 * DPI), round(0.22 * DPI), 1.3, 0.35, 0.1
+    """One image of thumbnails (``images[row][column]``) with a title per column and, when given, a
+    label per row (left) and a line of text under each cell: a single axes drawn 1:1 into the PNG,
+    where a grid of axes would cost seconds of layout and drawing."""
+    side = round(side_inches * DPI)
+    gap, label, margin = round(0.08 * DPI), round(0.22 * DPI) if cells else round(0.08 * DPI), 0.1
+    left, top = 1.3 if rows else margin, 0.35
     pitch_x, pitch_y = side + gap, side + label
-    mosaic = np.full((len(rows) * pitch_y, len(columns) * pitch_x - gap, 3), 255, dtype=np.uint8)
+    mosaic = np.full((len(images) * pitch_y, len(columns) * pitch_x - gap, 3), 255, dtype=np.uint8)
     for r, row_images in enumerate(images):
         for c, image in enumerate(row_images):
             mosaic[r * pitch_y : r * pitch_y + side, c * pitch_x : c * pitch_x + side] = fit_image(image, side)
@@ -249,8 +254,9 @@ def _thumbnail_mosaic(
     ax.set_axis_off()
     for c, title in enumerate(columns):
         ax.text(c * pitch_x + side / 2, -4, title, ha="center", va="bottom", fontsize=8)
-    for r, (row_label, row_cells) in enumerate(zip(rows, cells)):
+    for r, row_label in enumerate(rows or []):
         ax.text(-6, r * pitch_y + side / 2, row_label, ha="right", va="center", rotation=90, fontsize=7, multialignment="center")
+    for r, row_cells in enumerate(cells or []):
         for c, text in enumerate(row_cells):
             ax.text(c * pitch_x + side / 2, r * pitch_y + side + 2, text, ha="center", va="top", fontsize=6.5)
     return fig
@@ -275,7 +281,7 @@ def plot_drift_probabilities(
     n_cols = min(3, len(image_ids))
     n_rows = -(-len(image_ids) // n_cols)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(4 * n_cols, 3 * n_rows + 0.8), sharey=True, squeeze=False, layout="constrained"
+        n_rows, n_cols, figsize=(4 * n_cols, 3 * n_rows + 0.8), sharex=True, sharey=True, squeeze=False, layout="constrained"
     )
     for ax, image_id in zip(axes.flat, image_ids):
         rows = table[table["image_id"] == image_id].sort_values("severity")
@@ -296,10 +302,12 @@ def plot_drift_probabilities(
                 textcoords="offset points",
             )
         ax.set_title(image_id, fontsize=9)
-        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(image_ids) :]:
         ax.set_visible(False)
+    # the panels share both axes; fixed ticks spare a tick search per panel and draw
+    axes[0, 0].set_xticks(sorted(table["severity"].unique()))
+    axes[0, 0].set(ylim=(0, 1), yticks=np.linspace(0, 1, 6))
     fig.supxlabel("severity (0 = clean)")
     fig.supylabel("probability over the drift labels")
     handles, names = axes.flat[0].get_legend_handles_labels()
@@ -357,14 +365,15 @@ def plot_family_preview(
 ) -> plt.Figure:
     """One image under one family at every severity it has in ``images`` (0 = clean), with the parameters."""
     severities = sorted(severity for key, severity in images if key == image_id)
+    titles = [
+        f"severity {severity}\n" + ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items())
+        if severity
+        else "clean"
+        for severity in severities
+    ]
     # panels of 170 px (the PNG's 100 dpi), close to the 224 px the embedding step sees
-    fig, axes = plt.subplots(1, len(severities), figsize=(1.7 * len(severities), 2.2), layout="constrained", squeeze=False)
-    for ax, severity in zip(axes[0], severities):
-        ax.imshow(images[(image_id, severity)])
-        values = ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items()) if severity else ""
-        ax.set_title(f"severity {severity}\n{values}" if severity else "clean", fontsize=8)
-        ax.set_axis_off()
-    fig.suptitle(f"{family} on {image_id}", fontsize=11)
+    fig = _thumbnail_mosaic([[images[(image_id, severity)] for severity in severities]], titles, side_inches=1.7)
+    fig.text(0.5, 1.0, f"{family} on {image_id}", ha="center", va="bottom", fontsize=11)
     save_figure(fig, path)
     return fig
 
