@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURE_RULES = {"perturbation_preview", "perturbation_figures", "explain_figures", "model_comparison"}
+FIGURE_RULES = {"perturbation_galleries", "perturbation_figures", "explain_figures", "model_comparison"}
 """Rules that only draw figures (other rules draw figures beside their analysis)."""
 UNIT_SIZE, UNIT_REPEATS = 1024, 20
 LOG_TIME = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")

@@ -392,7 +392,7 @@ def test_an_unlabelled_folder_plans_only_what_runs_without_labels(tmp_path):
     result = snakemake(tmp_path, "-n", config=config)
     planned = planned_rules(result)
     assert "has no labels" in result.stderr + result.stdout
-    assert {"embed_images", "summarise_embeddings", "perturbation_preview", "explain_prompt_maps", "textspan_heads"} <= set(
+    assert {"embed_images", "summarise_embeddings", "perturbation_galleries", "explain_prompt_maps", "textspan_heads"} <= set(
         planned
     )
     needs_labels = {"perturbation_stats", "explain_maps", "explain_sanity_check", "mean_ablation", "decomposition_segmentation"}

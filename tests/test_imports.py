@@ -10,7 +10,13 @@ import sys
 import pytest
 from conftest import ROOT
 
-TABLE_ONLY_SCRIPTS = ["perturbation_plan", "perturbation_stats", "summarise_embeddings", "model_comparison"]
+TABLE_ONLY_SCRIPTS = [
+    "perturbation_plan",
+    "perturbation_stats",
+    "perturbation_figures",
+    "summarise_embeddings",
+    "model_comparison",
+]
 """Scripts that read the manifest, embeddings or statistics tables and write tables or plots."""
 
 TABLE_ONLY_MODULES = [

@@ -76,8 +76,8 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
     jobs = planned_jobs(dry.stdout)
     embed = [w for rule, w in jobs if rule == "embed_images"]
     assert embed and all(f"family={changed}" in w for w in embed)
-    # figures: one job per dataset (previews) and per model, rerun through their params
-    assert [rule for rule, _ in jobs].count("perturbation_preview") == 1
+    # figures: one job per dataset (pictures) and per model (plots), rerun through their inputs and params
+    assert [rule for rule, _ in jobs].count("perturbation_galleries") == 1
     assert [rule for rule, _ in jobs].count("perturbation_figures") == 1
     assert {rule for rule, _ in jobs} >= {"embed_images", "perturbation_stats"}
     assert "prepare_dataset" not in {rule for rule, _ in jobs}

@@ -71,7 +71,7 @@ def test_large_grid_plans_in_bounded_time(image_folder, tmp_path):
     jobs, seconds = plan(tmp_path, config)
     print(f"planned {sum(jobs.values())} jobs in {seconds:.1f} s")
     assert jobs["embed_images"] == 5 * (1 + 20) * 50
-    assert jobs["perturbation_figures"] == 5 and jobs["perturbation_preview"] == 1  # figures: one job per model
+    assert jobs["perturbation_figures"] == 5 and jobs["perturbation_galleries"] == 1  # plots per model, pictures per dataset
     assert seconds < 120
 
 
@@ -110,10 +110,11 @@ def test_model_jobs_on_cuda_hold_the_gpu_slot(tmp_path):
 
 
 def test_the_chains_to_the_longest_jobs_run_first(tmp_path):
-    """The two longest jobs (the perturbation figures, the explanation maps' evaluation) and everything
-    they wait for (bar the dataset, which all jobs wait for) go first, so that neither runs alone at
-    the end while the short jobs of the other lines fill the cores."""
+    """The longest jobs (the perturbation figures and galleries, the explanation maps' evaluation) and
+    everything they wait for (bar the dataset, which all jobs wait for) go first, so that none runs
+    alone at the end while the short jobs of the other lines fill the cores."""
     jobs = planned_jobs(tmp_path, "--cores", "2", "--config", "model=tiny_random")
     first = {rule for rule, (_, _, priority) in jobs.items() if priority > 0}
-    perturbation = {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats", "perturbation_figures"}
+    perturbation = {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats"}
+    perturbation |= {"perturbation_figures", "perturbation_galleries"}
     assert first == perturbation | {"explain_maps", "explain_evaluation"}

@@ -32,9 +32,9 @@ def model_config(wildcards):
 
 
 LONG_CHAIN_PRIORITY = 1
-"""Priority of the two longest jobs and of the jobs they wait for (bar the dataset): the perturbation
-figures (after every embedding, the labels' embeddings and the statistics) and the explanation maps'
-evaluation (after the maps). Without it Snakemake tends to leave a long job for the end, where it
+"""Priority of the longest jobs and of the jobs they wait for (bar the dataset): the perturbation
+plots and galleries (after every embedding, the labels' embeddings and the statistics) and the
+explanation maps' evaluation (after the maps). Without it Snakemake tends to leave a long job for the end, where it
 runs alone on one core; with it the short jobs of the other lines fill the remaining cores."""
 
 
@@ -120,9 +120,14 @@ onstart:
             raise WorkflowError(f"cliplens configuration: {error}") from None
 
 
-def random_weights(wildcards):
+def has_random_weights(model):
     """Whether the model's weights are random: its figures say so."""
-    return CFG["model_grid"][wildcards.model]["source"] == "random"
+    return CFG["model_grid"][model]["source"] == "random"
+
+
+def random_weights(wildcards):
+    """Whether the weights of the job's model are random."""
+    return has_random_weights(wildcards.model)
 
 
 LABELLED = labelled(CFG["dataset"])

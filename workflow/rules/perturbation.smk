@@ -1,7 +1,8 @@
 # Perturbation analysis (Ameh, 2025): grid plan, previews, statistics, semantic drift, figures.
-# Figures are drawn by one job per dataset (previews) and one per model x dataset (the rest): a
-# job per family would add only its start-up, since every family's figures read the statistics
-# of all families; a change of one family's parameters reruns these jobs through their params.
+# Figures are drawn by one job per dataset for the pictures (previews, and every model's
+# susceptibility galleries: the one job that perturbs images for figures, each image once) and
+# one torch-free job per model x dataset for the plots. A job per family would add only its
+# start-up; a change of one family's parameters reruns these jobs through their inputs and params.
 PERTURBATION_FIGURES = f"{FIGURES}/model={{model}}/dataset={{dataset}}/perturbation"
 PERTURBATION_REPORT = {"category": "Perturbations", "subcategory": "{model}"}
 SEVERITY_METRICS = ["alignment", "top1", "self_similarity"]
@@ -24,9 +25,13 @@ rule perturbation_plan:
         "../../scripts/perturbation_plan.py"
 
 
-rule perturbation_preview:
+rule perturbation_galleries:
     input:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
+        top_k=expand(f"{PERTURBATION}/model={{model}}/dataset={{{{dataset}}}}/top_k.csv", model=MODELS if LABELLED else []),
+        per_image=expand(
+            f"{PERTURBATION}/model={{model}}/dataset={{{{dataset}}}}/per_image.parquet", model=MODELS if LABELLED else []
+        ),
     output:
         **{
             f"preview_{family}": report(
@@ -38,18 +43,32 @@ rule perturbation_preview:
             )
             for family in FAMILIES
         },
+        **{
+            f"susceptibility_{model}_{family}": report(
+                f"{FIGURES}/model={model}/dataset={{dataset}}/perturbation/susceptibility_{family}.png",
+                caption="../report/susceptibility_gallery.rst",
+                category="Perturbations",
+                subcategory=model,
+                labels={"figure": "susceptibility", "family": family},
+            )
+            for model in (MODELS if LABELLED else [])
+            for family in FAMILIES
+        },
     log:
-        "logs/perturbation_preview/{dataset}.log",
+        "logs/perturbation_galleries/{dataset}.log",
     benchmark:
-        "logs/benchmarks/perturbation_preview/{dataset}.tsv"
+        "logs/benchmarks/perturbation_galleries/{dataset}.tsv"
+    priority: LONG_CHAIN_PRIORITY
     conda:
         "../envs/cliplens.yaml"
     params:
+        models={model: has_random_weights(model) for model in (MODELS if LABELLED else [])},
         families={family: family_config(family) for family in FAMILIES},
         backend=CFG["perturbation"]["backend"],
+        image_size=224,
         gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
-        "../../scripts/perturbation_preview.py"
+        "../../scripts/perturbation_galleries.py"
 
 
 rule embed_drift_labels:
@@ -111,8 +130,6 @@ rule perturbation_figures:
     input:
         manifest=f"{DATA}/{{dataset}}/manifest.parquet",
         aggregate=rules.perturbation_stats.output.aggregate,
-        per_image=rules.perturbation_stats.output.per_image,
-        top_k=rules.perturbation_stats.output.top_k,
         drift=expand(
             f"{PERTURBATION}/model={{{{model}}}}/dataset={{{{dataset}}}}/drift_{{label_set}}.parquet", label_set=LABEL_SETS
         ),
@@ -125,15 +142,6 @@ rule perturbation_figures:
                 **PERTURBATION_REPORT,
             )
             for metric in SEVERITY_METRICS
-        },
-        **{
-            f"susceptibility_{family}": report(
-                f"{PERTURBATION_FIGURES}/susceptibility_{family}.png",
-                caption="../report/susceptibility_gallery.rst",
-                labels={"figure": "susceptibility", "family": family},
-                **PERTURBATION_REPORT,
-            )
-            for family in FAMILIES
         },
         **{
             f"{kind}_{family}": report(
@@ -161,12 +169,9 @@ rule perturbation_figures:
         "../envs/cliplens.yaml"
     params:
         random_weights=random_weights,
-        families={family: family_config(family) for family in FAMILIES},
-        backend=CFG["perturbation"]["backend"],
+        families=FAMILIES,
         metrics=SEVERITY_METRICS,
-        image_size=224,
         drift_images=CFG["drift"]["images"],
-        gallery_pdf=CFG["figures"]["gallery_pdf"],
     script:
         "../../scripts/perturbation_figures.py"
 
@@ -188,6 +193,6 @@ rule model_comparison:
     conda:
         "../envs/cliplens.yaml"
     params:
-        random_weights=any(m["source"] == "random" for m in CFG["model_grid"].values()),
+        random_weights=any(has_random_weights(model) for model in MODELS),
     script:
         "../../scripts/model_comparison.py"
