@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from conftest import ROOT, SMOKE
 from PIL import Image
 
+from cliplens.datasets import read_manifest
 from cliplens.io import read_embeddings, read_provenance
 from cliplens.perturbation.families import FAMILIES
 
@@ -130,6 +132,28 @@ def test_report_is_self_contained_html(smoke_run):
     snakemake(smoke_run, "--report", "results/report.html", config=SMOKE)
     html = (smoke_run / "results/report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "drop_heatmaps" in html
+
+
+def test_one_job_draws_the_previews_and_every_models_galleries(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, symlinks=True)
+    families = list(yaml.safe_load((ROOT / "config/perturbation/smoke.yaml").read_text())["families"])
+    base = "results/figures/model={}/dataset=skimage_samples/perturbation/susceptibility_{}.png"
+    galleries = [base.format(model, family) for model in ("tiny_random", "tiny_random_resnet") for family in families]
+    snakemake(run, "--cores", "2", *galleries, config=SMOKE + ["models=[tiny_random_resnet]"])
+    assert not (run / "logs/perturbation_figures/tiny_random_resnet").exists()  # the pictures need no plots job
+    assert all((run / gallery).stat().st_mtime > (smoke_run / galleries[0]).stat().st_mtime for gallery in galleries)
+    log = (run / "logs/perturbation_galleries/skimage_samples.log").read_text()
+    manifest = read_manifest(run / "data/skimage_samples/manifest.parquet")
+    with_masks = manifest[manifest["mask_path"].notna()]
+    previewed = (with_masks if len(with_masks) else manifest)["image_id"].iloc[0]  # the first image with a mask
+    tops = [
+        run / f"results/perturbation/model={model}/dataset=skimage_samples/top_k.csv"
+        for model in ("tiny_random", "tiny_random_resnet")
+    ]
+    shown = {previewed}.union(*(pd.read_csv(top, dtype={"image_id": str})["image_id"] for top in tops))
+    # every image of the previews and of both models' galleries decoded and perturbed once
+    assert f"previews and 2 models' galleries of {len(families)} families ({len(shown)} images)" in log
 
 
 def test_folder_dataset_with_corrupt_file_records_and_skips_it(tmp_path):
