@@ -34,8 +34,9 @@ def model_config(wildcards):
 LONG_CHAIN_PRIORITY = 1
 """Priority of the longest jobs and of the jobs they wait for (bar the dataset): the perturbation
 plots and galleries (after every embedding, the labels' embeddings and the statistics) and the
-explanation maps' evaluation (after the maps). Without it Snakemake tends to leave a long job for the end, where it
-runs alone on one core; with it the short jobs of the other lines fill the remaining cores."""
+explanation maps' evaluation (after the maps). Without it Snakemake tends to leave a long job for
+the end, where it runs alone on one core; with it the short jobs of the other lines fill the
+remaining cores."""
 
 
 MODEL_JOB_THREADS = 4

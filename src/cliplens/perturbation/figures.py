@@ -239,10 +239,10 @@ def _thumbnail_mosaic(
     """One image of thumbnails (``images[row][column]``) with a title per column and, when given, a
     label per row (left) and a line of text under each cell: a single axes drawn 1:1 into the PNG,
     where a grid of axes would cost seconds of layout and drawing."""
-    side = round(side_inches * DPI)
-    gap, label, margin = round(0.08 * DPI), round(0.22 * DPI) if cells else round(0.08 * DPI), 0.1
-    left, top = 1.3 if rows else margin, 0.35
-    pitch_x, pitch_y = side + gap, side + label
+    side, gap, margin, top = round(side_inches * DPI), round(0.08 * DPI), 0.1, 0.35
+    left = 1.3 if rows else margin  # inches: room for the row labels
+    pitch_x = side + gap
+    pitch_y = side + (round(0.22 * DPI) if cells else gap)  # room for a line of text under each cell
     mosaic = np.full((len(images) * pitch_y, len(columns) * pitch_x - gap, 3), 255, dtype=np.uint8)
     for r, row_images in enumerate(images):
         for c, image in enumerate(row_images):
