@@ -130,3 +130,13 @@ def test_rerun_after_a_change_plans_what_snakemake_plans(smoke_run):
     assert "perturbation_stats" in rules and not rules & {"embed_images", "decompose_images", "explain_maps"}
     unchanged = cliplens("run", *SMOKE_RUN, "--", "-n", "--directory", str(smoke_run), cwd=smoke_run)
     assert unchanged.returncode == 0 and planned_jobs(unchanged.stdout) == []
+
+
+@pytest.mark.slow
+def test_the_report_of_a_run_is_built_with_its_own_overrides(smoke_run, tmp_path):
+    """The README's report command: the overrides of the run, then Snakemake's --report."""
+    report = tmp_path / "report.html"
+    result = cliplens("run", *SMOKE_RUN, "--", "--report", str(report), "--directory", str(smoke_run), cwd=smoke_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "susceptibility_" in html and "preview_" in html
