@@ -31,8 +31,8 @@ from cliplens.models import (
     encode_pixels,
     load_model,  # noqa: E402
 )
-from cliplens.perturbation.embedding import extract_image_embeddings
-from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec, reads_bytes
+from cliplens.perturbation.embedding import extract_image_embeddings, family_inputs
+from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec
 from cliplens.pixels import unit_pixels
 
 MODELS = {
@@ -67,7 +67,7 @@ def measure(name: str, images: int, batch_size: int, workers: int, precision: st
             with EmbeddingWriter(Path(tmp) / "compute.parquet", schema) as writer:
                 for batch in batches:
                     ids = [f"image{i}" for i in range(len(batch))]
-                    pixels = batch if reads_bytes(spec.family) else unit_pixels(batch)
+                    pixels = family_inputs(batch)(spec.family)
                     embeddings = encode_pixels(loaded, apply_spec(pixels, ids, spec)).cpu().numpy()
                     n = len(embeddings)
                     writer.write(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,13 @@ from cliplens.pixels import uint8_images, unit_pixels
 log = logging.getLogger(__name__)
 
 
+def family_inputs(eight_bit: torch.Tensor, backend: str = "torch") -> Callable[[str], torch.Tensor]:
+    """The input each family gets from a decoded batch (8-bit ``[B, 3, H, W]``): the bytes themselves
+    for families that read bytes (JPEG), else [0, 1] floats, converted once, when first asked for."""
+    floats = functools.cache(functools.partial(unit_pixels, eight_bit))
+    return lambda family: eight_bit if reads_bytes(family, backend) else floats()
+
+
 def extract_image_embeddings(
     loaded: LoadedModel,
     rows: pd.DataFrame,
@@ -38,20 +45,17 @@ def extract_image_embeddings(
 ) -> int:
     """Embed every readable image of ``rows`` under every perturbation spec; returns rows written.
 
-    Families that read bytes (JPEG) get the decoded 8-bit pixels, the others [0, 1] floats
-    converted once per batch."""
+    Each family gets the input of :func:`family_inputs`."""
     needs_masks = any(needs_mask(spec.family) for spec in specs)
-    bytes_read = {spec.family: reads_bytes(spec.family, backend) for spec in specs}
     transform = pixel_transform(loaded)
     done = 0
     for batch, eight_bit, masks in iterate_batches(
         rows, transform, loaded.image_size, batch_size, num_workers, loaded.device, needs_masks, eight_bit=True
     ):
         ids = batch["image_id"].tolist()
-        floats = functools.cache(functools.partial(unit_pixels, eight_bit))  # converted once, when first needed
+        input_of = family_inputs(eight_bit, backend)
         for spec in specs:
-            pixels = eight_bit if bytes_read[spec.family] else floats()
-            perturbed = apply_spec(pixels, ids, spec, masks if needs_masks else None, backend)
+            perturbed = apply_spec(input_of(spec.family), ids, spec, masks if needs_masks else None, backend)
             embeddings = encode_pixels(loaded, perturbed).cpu().numpy()
             writer.write(
                 {
@@ -84,17 +88,19 @@ def perturbed_views(
     transform = preprocess_without_normalize({"size": size})
     needs_masks = any(needs_mask(family) for family in specs)
     views: dict[str, dict[tuple[str, int], np.ndarray]] = {family: {} for family in specs}
-    for batch, pixels, masks in iterate_batches(rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks):
+    for batch, eight_bit, masks in iterate_batches(
+        rows, transform, size, len(rows) or 1, 0, torch.device("cpu"), needs_masks, eight_bit=True
+    ):
         ids = batch["image_id"].tolist()
-        clean = uint8_images(pixels)
+        clean, input_of = uint8_images(eight_bit), family_inputs(eight_bit, backend)
         for family, cells in specs.items():
             keep = [i for i, image_id in enumerate(ids) if shown is None or image_id in shown[family]]
             if not keep:
                 continue
             kept_ids, index = [ids[i] for i in keep], torch.tensor(keep)
             views[family].update({(image_id, 0): clean[i] for i, image_id in zip(keep, kept_ids)})
-            family_masks = masks[index] if needs_mask(family) else None
+            pixels, family_masks = input_of(family)[index], masks[index] if needs_mask(family) else None
             for spec in cells:
-                perturbed = uint8_images(apply_spec(pixels[index], kept_ids, spec, family_masks, backend))
+                perturbed = uint8_images(apply_spec(pixels, kept_ids, spec, family_masks, backend))
                 views[family].update({(image_id, spec.severity): view for image_id, view in zip(kept_ids, perturbed)})
     return views
