@@ -150,7 +150,7 @@ def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Pa
 
 def test_gallery_thumbnails_show_each_image_at_its_cell(tables: dict, tmp_path: Path) -> None:
     """Cell (row, column) of the mosaic is the image of that row's image id at that column's
-    severity, reduced to 100 px; the cell's text is its alignment."""
+    severity, reduced to 100 px; the cell's text is its alignment, named once in the title."""
     shades = {(f"img{i}", s): np.full((224, 224, 3), (10 * i + 30 * s) / 255) for i in range(8) for s in [0, *SEVERITIES]}
     fig = figures.plot_susceptibility_gallery(
         tables["top"], shades, tmp_path / "g.png", family="noise", severities=[0, 2], dataset="toyset",
@@ -166,7 +166,8 @@ def test_gallery_thumbnails_show_each_image_at_its_cell(tables: dict, tmp_path: 
     alignment = tables["per_image"].query(
         "model == 'RN50' and image_id == @rows.image_id.iloc[0] and family == 'noise' and severity == 2"
     )
-    assert f"alignment {alignment['alignment'].mean():.3f}" in texts
+    assert f"{alignment['alignment'].mean():.3f}" in texts
+    assert any("under each image: its alignment" in t.get_text() for t in fig.texts)  # the title names the cells' metric
 
 
 def test_a_preview_shows_the_image_at_every_severity_with_its_parameters(tmp_path: Path) -> None:
