@@ -1,12 +1,11 @@
-"""Overlays of each image's own label and the open-vocabulary segmentation figure (Snakemake script)."""
+"""Overlays of each image's own label and the open-vocabulary segmentation figure (Snakemake script;
+no model code: the maps are stored, the images are decoded in the maps' square geometry by Pillow)."""
 
 import numpy as np
-import torch
 
-import cliplens.explain.methods  # noqa: F401  (registers raw, surgery and gradcam)
 from cliplens.datasets import read_manifest
 from cliplens.explain.figures import overlay_grid
-from cliplens.images import as_images, iterate_batches, square_transform
+from cliplens.image_files import square_images
 from cliplens.maps import ExplanationScores, plot_segmentation
 from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
@@ -19,10 +18,7 @@ with job_logging(snakemake.log[0], snakemake.threads):
     manifest = read_manifest(snakemake.input.manifest)
     shown = explanations.image_ids[: cfg["figure_images"]]
     rows = manifest.set_index("image_id").loc[shown].reset_index()
-    transform = square_transform(cfg["image_size"], cfg["resize_mode"])
-    # the images as the maps saw them; no model is built: the maps are stored
-    batches = iterate_batches(rows, transform, cfg["image_size"], max(len(rows), 1), 0, torch.device("cpu"))
-    images = as_images(torch.cat([pixels for _, pixels, _ in batches]))
+    images = square_images(rows["path"].tolist(), cfg["image_size"], cfg["resize_mode"])  # as the maps saw them
 
     own = np.clip(rows["label_index"].to_numpy(), 0, None)  # unlabeled images show label 0
     maps = {m: explanations.pair_maps(m, range(len(shown)), own).numpy()[:, None] for m in explanations.scores}

@@ -24,7 +24,7 @@ from PIL import Image
 from cliplens.config import ConfigError, compose_config, validate_device
 from cliplens.datasets import DatasetError, prepare, read_manifest, write_manifest
 from cliplens.download import LOCK_FILE, ArchiveLock, ChecksumError, IncompleteDownloadError, download
-from cliplens.images import load_rgb
+from cliplens.image_files import load_rgb
 from cliplens.io import atomic_output
 from cliplens.perturbation import PARAMETER_DOMAINS
 from cliplens.perturbation.families import FAMILIES

@@ -12,7 +12,7 @@ from conftest import SHARED_DATASETS
 from scipy import stats
 
 from cliplens.explain.sanity import cascade_stages, map_similarity, randomise_layers_cascade
-from cliplens.images import load_class_mask
+from cliplens.image_files import load_class_mask
 from cliplens.metrics import average_precision, binary_metrics, deletion_insertion, miou, summarise
 
 COCO128 = SHARED_DATASETS / "coco128"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
@@ -11,7 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 from cliplens.explain.methods import explanation_scores
 from cliplens.explain.surgery import explain
 from cliplens.images import pixels_of, square_transform
-from cliplens.maps import ExplanationScores, mask_evaluation
+from cliplens.maps import ExplanationScores, get_method, mask_evaluation
 from cliplens.text import label_features
 
 CFG = {
@@ -44,6 +45,8 @@ def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
     stored.save(tmp_path / "maps.npz", random_weights=True)
     loaded_back = ExplanationScores.load(tmp_path / "maps.npz")
     assert loaded_back.image_ids == rows["image_id"].tolist() and loaded_back.labels == labels
+    # each method's segmentation rule travels with its scores: readers need no method registry
+    assert loaded_back.normalised == {method: get_method(method).normalised for method in CFG["methods"]} == stored.normalised
     transform = square_transform(224, "squash")
     pixels = pixels_of([Image.open(p).convert("RGB") for p in rows["path"]], transform)
     images = TF.normalize(pixels, tiny_loaded.mean, tiny_loaded.std)
@@ -58,6 +61,13 @@ def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
     assert segmentation.shape == (3, 224, 224) and segmentation.max() < 3
 
 
+def test_maps_written_without_segmentation_rules_are_refused_with_the_cure(tmp_path):
+    scores = np.zeros((1, 2, 2, 2), np.float16)
+    np.savez(tmp_path / "old.npz", image_ids=["a"], labels=["x", "y"], image_hw=[4, 4], text=np.eye(2), scores_surgery=scores)
+    with pytest.raises(ValueError, match=r"no normalised flag for \['surgery'\].*rerun the job"):
+        ExplanationScores.load(tmp_path / "old.npz")
+
+
 def test_mask_evaluation_scores_a_perfect_map_perfectly(tmp_path):
     mask = np.zeros((64, 64), np.uint8)
     mask[:32] = 7  # class id 7 on the top half, 0 (unlabelled) elsewhere
@@ -66,7 +76,9 @@ def test_mask_evaluation_scores_a_perfect_map_perfectly(tmp_path):
     grid = np.zeros((1, 2, 2, 2), np.float32)
     grid[0, 0, 0, :] = 1  # label 0 (id 7): top row of the 2x2 grid
     grid[0, 1, 1, 0] = 1  # label 1 (id 9): bottom-left cell
-    explanations = ExplanationScores(["img"], ["seven", "nine"], (64, 64), {"surgery": grid}, np.eye(2, dtype=np.float32))
+    explanations = ExplanationScores(
+        ["img"], ["seven", "nine"], (64, 64), {"surgery": grid}, np.eye(2, dtype=np.float32), {"surgery": True}
+    )
     rows = pd.DataFrame({"image_id": ["img"], "mask_path": [str(tmp_path / "m.png")]})
     per_map, segmentation = mask_evaluation(explanations, rows, [7, 9], "squash")
     assert sorted(per_map["label"]) == ["nine", "seven"]

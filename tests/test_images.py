@@ -11,7 +11,8 @@ from skimage import data
 from torchvision.transforms import functional as TF
 
 import cliplens.perturbation.embedding as embedding
-from cliplens.images import iterate_batches, load_rgb, preprocess_without_normalize
+from cliplens.image_files import load_rgb
+from cliplens.images import iterate_batches, preprocess_without_normalize
 from cliplens.io import IMAGE_FIELDS, EmbeddingWriter, embedding_schema
 from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec, family_specs
 from cliplens.pixels import unit_pixels

@@ -1,5 +1,6 @@
-"""Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), and
-no job pays for scipy.stats (0.4 s) until it tests."""
+"""Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
+that draw stored maps without open_clip and torchvision, and no job pays for scipy.stats (0.4 s)
+until it tests."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ TABLE_ONLY_SCRIPTS = [
 ]
 """Scripts that read the manifest, embeddings or statistics tables and write tables or plots."""
 
+STORED_MAP_SCRIPTS = ["explain_figures"]
+"""Scripts that draw stored score maps over images: torch renders the maps; no model code."""
+
 TABLE_ONLY_MODULES = [
     "cliplens.metrics",
     "cliplens.plotting",
@@ -32,17 +36,26 @@ TABLE_ONLY_MODULES = [
 
 
 def _heavy_modules_after(code: str) -> list[str]:
-    """Which of torch, open_clip, scipy.stats a fresh interpreter has imported after running ``code``."""
-    check = code + "\nimport sys\nprint(','.join(m for m in ('torch', 'open_clip', 'scipy.stats') if m in sys.modules))"
+    """Which of torch, torchvision, open_clip, scipy.stats a fresh interpreter has imported after running ``code``."""
+    heavy = ("torch", "torchvision", "open_clip", "scipy.stats")
+    check = code + f"\nimport sys\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
     return [name for name in result.stdout.strip().split(",") if name]
 
 
+def _imports_of(script: str) -> str:
+    tree = ast.parse((ROOT / "scripts" / f"{script}.py").read_text())
+    return "\n".join(ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
 @pytest.mark.parametrize("script", TABLE_ONLY_SCRIPTS)
 def test_table_only_scripts_import_no_torch(script: str) -> None:
-    tree = ast.parse((ROOT / "scripts" / f"{script}.py").read_text())
-    imports = "\n".join(ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
-    assert _heavy_modules_after(imports) == []
+    assert _heavy_modules_after(_imports_of(script)) == []
+
+
+@pytest.mark.parametrize("script", STORED_MAP_SCRIPTS)
+def test_stored_map_scripts_import_no_model_code(script: str) -> None:
+    assert _heavy_modules_after(_imports_of(script)) == ["torch"]
 
 
 def test_table_only_library_modules_import_no_torch() -> None:

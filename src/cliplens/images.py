@@ -8,7 +8,6 @@ floats and normalisation then run batched on the model's device.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -17,9 +16,9 @@ import pandas as pd
 import torch
 from open_clip.transform import MaybeToTensor, PreprocessCfg, image_transform_v2
 from PIL import Image
-from torchvision.transforms import Compose, Normalize, ToTensor, v2
-from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms import Compose, Normalize, ToTensor
 
+from cliplens.image_files import load_rgb, square_mask
 from cliplens.models import LoadedModel
 from cliplens.pixels import unit_pixels
 
@@ -50,27 +49,6 @@ def pixels_of(images: Sequence[Image.Image], transform: Callable[[Image.Image], 
     return unit_pixels(torch.stack([transform(image) for image in images]).permute(0, 3, 1, 2))
 
 
-HIGH_BIT_DEPTH_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-"""Single-channel modes Pillow opens 16-bit and float images in, and the value that is full white:
-16-bit PNGs and TIFFs open as ``I;16*`` or ``I`` (0..65535), float TIFFs as ``F`` (taken as 0..1)."""
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of ``image``. Pillow's ``convert("RGB")`` clips 16-bit and float images to
-    0..255, turning a 16-bit photo white; those are scaled by their full range instead."""
-    white = HIGH_BIT_DEPTH_MODES.get(image.mode)
-    if white is None:
-        return image.convert("RGB")
-    values = np.asarray(image, dtype=np.float64) * (255.0 / white)
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8)).convert("RGB")
-
-
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file as 8-bit RGB (see :func:`to_rgb`)."""
-    with Image.open(path) as image:
-        return to_rgb(image)
-
-
 class ManifestImages(torch.utils.data.Dataset):
     """Manifest rows as [H, W, 3] uint8 tensors (``transform``); unreadable files yield ok=False instead of raising."""
 
@@ -97,10 +75,9 @@ class ManifestImages(torch.utils.data.Dataset):
         if path is None:
             return torch.zeros(self.size, self.size, dtype=torch.bool)
         with Image.open(path) as mask:
-            labels = torch.from_numpy(np.asarray(mask).copy())[None]
+            labels = np.asarray(mask)
         # same geometry as the image: resize the short side, centre crop; nearest keeps class ids
-        labels = TF.resize(labels, self.size, interpolation=v2.InterpolationMode.NEAREST)
-        return TF.center_crop(labels, self.size)[0] != 0
+        return torch.from_numpy(square_mask(labels, self.size, "shortest") != 0)
 
 
 def iterate_batches(
@@ -151,28 +128,6 @@ def load_pixels(
 def square_transform(image_size: int, resize_mode: str):
     """Square input of ``image_size``: 'squash' (the paper, no centre crop) or 'shortest' (centre crop)."""
     return preprocess_without_normalize({"size": image_size, "resize_mode": resize_mode})
-
-
-def square_masks(paths: Sequence[str], size: tuple[int, int], resize_mode: str) -> np.ndarray:
-    """Class-index masks [N, H, W] resized (nearest) like the images: squash, or short side + centre crop."""
-    masks = []
-    for path in paths:
-        mask = torch.from_numpy(load_class_mask(path).astype(np.int64))[None]
-        if resize_mode == "squash":
-            mask = TF.resize(mask, list(size), interpolation=TF.InterpolationMode.NEAREST)
-        else:
-            mask = TF.center_crop(TF.resize(mask, size[0], interpolation=TF.InterpolationMode.NEAREST), list(size))
-        masks.append(mask[0].numpy())
-    return np.stack(masks)
-
-
-def load_class_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Class-index mask ``[H, W]`` (int64), resized nearest-neighbour to ``size = (H, W)`` if given."""
-    image: Image.Image
-    with Image.open(path) as image:
-        if size is not None:
-            image = image.resize((size[1], size[0]), resample=Image.Resampling.NEAREST)
-        return np.asarray(image, dtype=np.int64)
 
 
 def as_images(pixels: torch.Tensor) -> np.ndarray:

@@ -16,24 +16,26 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cliplens.images import square_masks
+from cliplens.image_files import square_masks
 from cliplens.io import atomic_output
 from cliplens.metrics import binary_metrics, miou, summarise
-from cliplens.models import LoadedModel
 from cliplens.plotting import segmentation_figure
+
+if TYPE_CHECKING:  # figure jobs read stored maps without open_clip
+    from cliplens.models import LoadedModel
 
 MINMAX_EPS = 1e-12
 RENDER_BUDGET = 1 << 26
 """Floats of rendered maps held at once when segmenting (256 MB)."""
 
-ScoreFunction = Callable[[LoadedModel, torch.Tensor, torch.Tensor, Mapping[str, Any]], torch.Tensor]
+ScoreFunction = Callable[["LoadedModel", torch.Tensor, torch.Tensor, Mapping[str, Any]], torch.Tensor]
 """``scores(loaded, pixels [B, 3, S, S] in [0, 1], text [C, D] normalised, settings) -> [B, C, gh, gw]``.
 
 ``settings`` holds the method's own options (e.g. ``surgery_depth``) and, for free-text prompts
@@ -121,6 +123,16 @@ class ExplanationScores:
     """method -> [images, labels, gh, gw] float32 scores (higher = more relevant)."""
     text: np.ndarray
     """[labels, D] normalised, prompt-ensembled label embeddings used for the maps."""
+    normalised: dict[str, bool]
+    """method -> whether its segmentation compares min-max normalised maps (:attr:`MapMethod.normalised`);
+    stored with the scores, so that reading them needs no method registry (no model code)."""
+
+    @classmethod
+    def of_methods(
+        cls, image_ids: list[str], labels: list[str], image_hw: tuple[int, int], scores: dict[str, np.ndarray], text: np.ndarray
+    ) -> ExplanationScores:
+        """Scores of registered methods, their ``normalised`` flags taken from the registry."""
+        return cls(image_ids, labels, image_hw, scores, text, {method: get_method(method).normalised for method in scores})
 
     def pair_maps(
         self, method: str, image_index: Sequence[int] | np.ndarray, label_index: Sequence[int] | np.ndarray
@@ -135,7 +147,7 @@ class ExplanationScores:
         images are rendered at once (default: as many as RENDER_BUDGET floats allow)."""
         scores = self.scores[method]
         chunk = chunk or max(1, RENDER_BUDGET // max(scores.shape[1] * self.image_hw[0] * self.image_hw[1], 1))
-        normalised = get_method(method).normalised
+        normalised = self.normalised[method]
         parts = []
         for start in range(0, len(scores), chunk):  # chunks bound the [chunk, labels, H, W] rendering
             part = scores[start : start + chunk]
@@ -154,6 +166,7 @@ class ExplanationScores:
         """Write an NPZ (atomically) with an index of image ids and labels."""
         with atomic_output(path) as tmp, open(tmp, "wb") as handle:
             scores: dict[str, Any] = {f"scores_{m}": s.astype(np.float16) for m, s in self.scores.items()}
+            scores |= {f"normalised_{m}": np.asarray(self.normalised[m]) for m in self.scores}
             np.savez(
                 handle,
                 image_ids=np.asarray(self.image_ids, dtype=str),
@@ -167,12 +180,17 @@ class ExplanationScores:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExplanationScores:
         with np.load(path) as data:
+            methods = [key.removeprefix("scores_") for key in data if key.startswith("scores_")]
+            missing = [method for method in methods if f"normalised_{method}" not in data]
+            if missing:
+                raise ValueError(f"{path} holds no normalised flag for {missing}: it predates them; rerun the job that wrote it")
             return cls(
                 image_ids=data["image_ids"].tolist(),
                 labels=data["labels"].tolist(),
                 image_hw=cast(tuple[int, int], tuple(int(v) for v in data["image_hw"])),
-                scores={k.removeprefix("scores_"): data[k].astype(np.float32) for k in data if k.startswith("scores_")},
+                scores={method: data[f"scores_{method}"].astype(np.float32) for method in methods},
                 text=data["text"],
+                normalised={method: bool(data[f"normalised_{method}"]) for method in methods},
             )
 
 

@@ -95,7 +95,7 @@ def explanation_scores(
             parts[method].append(method_scores(loaded, method, pixels, text, cfg).numpy())
     size = (cfg["image_size"], cfg["image_size"])
     scores = {m: np.concatenate(p) if p else np.empty((0, len(labels), 1, 1), np.float32) for m, p in parts.items()}
-    return ExplanationScores(ids, list(labels), size, scores, text.numpy())
+    return ExplanationScores.of_methods(ids, list(labels), size, scores, text.numpy())
 
 
 def prompt_maps(

@@ -18,7 +18,8 @@ import yaml
 from PIL import Image
 
 from cliplens.datasets import read_manifest
-from cliplens.images import load_rgb, pixels_of, square_transform
+from cliplens.image_files import load_rgb
+from cliplens.images import pixels_of, square_transform
 from cliplens.models import LoadedModel, load_model
 
 LINES = ("perturbation", "explain", "interpret")

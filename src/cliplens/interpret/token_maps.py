@@ -100,4 +100,6 @@ def segmentation_scores(
     for batch, pixels, _ in iterate_batches(rows, transform, size, batch_size, num_workers, loaded.device):
         parts.append(method_scores(loaded, METHOD, pixels, text, {"layers": layers, "constant_split": constant_split}).numpy())
         ids += batch["image_id"].tolist()
-    return ExplanationScores(ids, list(labels), (size, size), {METHOD: np.concatenate(parts)}, np.asarray(class_embeddings))
+    return ExplanationScores.of_methods(
+        ids, list(labels), (size, size), {METHOD: np.concatenate(parts)}, np.asarray(class_embeddings)
+    )
