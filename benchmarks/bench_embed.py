@@ -31,8 +31,8 @@ from cliplens.models import (
     encode_pixels,
     load_model,  # noqa: E402
 )
-from cliplens.perturbation.embedding import extract_image_embeddings, family_inputs
-from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec
+from cliplens.perturbation.embedding import extract_image_embeddings
+from cliplens.perturbation.grid import CLEAN_SPEC, PerturbationSpec, apply_spec, family_inputs
 from cliplens.pixels import unit_pixels
 
 MODELS = {

@@ -5,10 +5,10 @@ image is decoded once and perturbed once per cell, whichever figures show it."""
 import pandas as pd
 
 from cliplens.datasets import read_manifest
-from cliplens.perturbation.embedding import perturbed_views
 from cliplens.perturbation.families import resolve_params
 from cliplens.perturbation.figures import plot_family_preview, plot_susceptibility_gallery
 from cliplens.perturbation.grid import family_specs
+from cliplens.perturbation.views import perturbed_views
 from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 

@@ -1,5 +1,6 @@
 """Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
-that draw stored maps without open_clip and torchvision, and no job pays for scipy.stats (0.4 s)
+that draw stored maps without open_clip and torchvision, jobs that draw perturbed images without
+open_clip, and no job pays for scipy.stats (0.4 s)
 until it tests."""
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ TABLE_ONLY_SCRIPTS = [
 
 STORED_MAP_SCRIPTS = ["explain_figures"]
 """Scripts that draw stored score maps over images: torch renders the maps; no model code."""
+
+PERTURBING_SCRIPTS = ["perturbation_galleries"]
+"""Scripts that draw images under perturbations: torch and torchvision perturb; no model code."""
 
 TABLE_ONLY_MODULES = [
     "cliplens.metrics",
@@ -56,6 +60,11 @@ def test_table_only_scripts_import_no_torch(script: str) -> None:
 @pytest.mark.parametrize("script", STORED_MAP_SCRIPTS)
 def test_stored_map_scripts_import_no_model_code(script: str) -> None:
     assert _heavy_modules_after(_imports_of(script)) == ["torch"]
+
+
+@pytest.mark.parametrize("script", PERTURBING_SCRIPTS)
+def test_perturbing_scripts_import_no_open_clip(script: str) -> None:
+    assert _heavy_modules_after(_imports_of(script)) == ["torch", "torchvision"]
 
 
 def test_table_only_library_modules_import_no_torch() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_dataset
 
 from cliplens.perturbation import figures
 from cliplens.perturbation.drift import drift_distributions, drift_table, drift_trajectories
@@ -196,8 +197,8 @@ def test_perturbed_views_decode_once_and_match_the_embedding_steps_perturbation(
     from skimage import data
 
     from cliplens.images import iterate_batches, preprocess_without_normalize
-    from cliplens.perturbation.embedding import perturbed_views
     from cliplens.perturbation.grid import apply_spec, family_specs
+    from cliplens.perturbation.views import perturbed_views
 
     names = ["astronaut", "chelsea", "coffee"]
     for name in names:
@@ -213,3 +214,44 @@ def test_perturbed_views_decode_once_and_match_the_embedding_steps_perturbation(
     as_uint8 = (expected[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(views["rotation"][("chelsea", 3)], as_uint8)
     assert views["contrast"][("coffee", 0)].shape == (64, 64, 3)
+
+
+def test_perturbed_views_of_masked_families_match_the_embedding_steps_loader(tmp_path: Path, caplog) -> None:
+    """Views decode with Pillow, not the model's loader: masks (COCO) and pixels equal the loader's,
+    so a masked family perturbs the same pixels; an unreadable file is logged and skipped."""
+    import torch
+
+    from cliplens.images import iterate_batches, preprocess_without_normalize
+    from cliplens.perturbation.grid import apply_spec, family_specs
+    from cliplens.perturbation.views import perturbed_views
+
+    coco = shared_dataset("coco128")
+    masks = sorted((coco / "semantic_segmentation" / "masks" / "train2017").glob("*.png"))[:3]
+    images = [coco / "images" / "train2017" / f"{mask.stem}.jpg" for mask in masks]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    rows = pd.DataFrame(
+        {
+            "image_id": [path.stem for path in images] + ["broken"],
+            "path": [str(path) for path in images] + [str(tmp_path / "broken.jpg")],
+            "mask_path": [str(path) for path in masks] + [None],
+        }
+    )
+    specs = {
+        "background_mask": family_specs("background_mask", [2, 5], [0], {}),
+        "jpeg_compression": family_specs("jpeg_compression", [3], [0], {}),
+    }
+    views = perturbed_views(rows, specs, size=96)
+    assert {image_id for image_id, _ in views["background_mask"]} == set(rows["image_id"][:3])
+    assert "skipping unreadable image" in caplog.text and "broken.jpg" in caplog.text
+    loader = iterate_batches(rows[:3], preprocess_without_normalize({"size": 96}), 96, 3, 0, torch.device("cpu"), True, True)
+    _, eight_bit, objects = next(loader)
+    for spec in specs["background_mask"]:
+        expected = (apply_spec(eight_bit, rows["image_id"][:3].tolist(), spec, objects) * 255).round().to(torch.uint8)
+        for index, image_id in enumerate(rows["image_id"][:3]):
+            np.testing.assert_array_equal(
+                views["background_mask"][(image_id, spec.severity)], expected[index].permute(1, 2, 0).numpy()
+            )
+    jpeg = apply_spec(eight_bit, rows["image_id"][:3].tolist(), specs["jpeg_compression"][0])
+    np.testing.assert_array_equal(
+        views["jpeg_compression"][(rows["image_id"][0], 3)], (jpeg[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    )

@@ -9,8 +9,8 @@ import pandas as pd
 from PIL import Image
 
 from cliplens.explore.data import DISPLAY_SIZE, Run
-from cliplens.perturbation.embedding import perturbed_views
 from cliplens.perturbation.grid import family_specs
+from cliplens.perturbation.views import perturbed_views
 
 SHOWN = 4
 """Images shown beside their perturbed versions (the most susceptible first when sorted)."""

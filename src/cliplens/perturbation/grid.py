@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,15 @@ def reads_bytes(family: str, backend: str = "torch") -> bool:
     from cliplens.perturbation.families import FAMILIES
 
     return FAMILIES[family].reads_bytes
+
+
+def family_inputs(eight_bit: torch.Tensor, backend: str = "torch") -> Callable[[str], torch.Tensor]:
+    """The input each family gets from a decoded batch (8-bit ``[B, 3, H, W]``): the bytes themselves
+    for families that read bytes (JPEG), else [0, 1] floats, converted once, when first asked for."""
+    from cliplens.pixels import unit_pixels
+
+    floats = functools.cache(functools.partial(unit_pixels, eight_bit))
+    return lambda family: eight_bit if reads_bytes(family, backend) else floats()
 
 
 def needs_mask(family: str) -> bool:
