@@ -20,6 +20,9 @@ built. Printed, and written as CSV (one row per rule plus a total):
   share of the run's core-seconds (cores x wall), and the size of the report;
 - with ``--without-figures``, the same run again on another fresh copy without the figure jobs
   (``--omit-from``): the difference of the two wall times is what the figures cost the run.
+  One pair reads anywhere from 2% to 18% on a 2-core machine whose speed drifts; ``--pairs N``
+  times N pairs in alternating order (with, without; without, with; ...) so that a drift
+  over the session cancels, and prints each pair, the mean cost and its standard error.
 """
 
 from __future__ import annotations
@@ -139,8 +142,8 @@ def analyse(workdir: Path) -> list[dict]:
     jobs, _ = job_times(run_log(workdir))
     measured, cpu = benchmark_seconds(workdir), logged_cpu_seconds(workdir)
     per_rule: dict[str, list[float]] = defaultdict(list)
-    for rule, seconds in jobs.values():
-        per_rule[rule].append(seconds)
+    for rule, job_seconds in jobs.values():
+        per_rule[rule].append(job_seconds)
     rows = []
     for rule in sorted(set(per_rule) - {"all"}):
         from_benchmarks = rule in measured and len(measured[rule]) == len(per_rule[rule])
@@ -174,6 +177,54 @@ def timed_run(workdir: Path, cores: int, config: list[str], *extra: str) -> tupl
     return wall, (after.children_user - children.children_user) + (after.children_system - children.children_system)
 
 
+def timed_once(cores: int, config: list[str], *extra: str) -> float:
+    """Wall seconds of one run on a fresh copy of the working tree (removed afterwards)."""
+    workdir = fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-pair-")))
+    try:
+        return timed_run(workdir, cores, config, *extra)[0]
+    finally:
+        shutil.rmtree(workdir)
+
+
+def timed_pairs(
+    first_wall: float, count: int, cores: int, config: list[str], figure_rules: list[str]
+) -> list[tuple[float, float]]:
+    """``count`` pairs (wall with the figure jobs, wall without them); the first pair's run with them
+    is ``first_wall``. Pairs alternate their order (with first, then without first) so that a
+    machine that speeds up or slows down over the session biases neither side."""
+    without = ("--omit-from", *figure_rules)
+    pairs = []
+    for index in range(count):
+        if index == 0:
+            pairs.append((first_wall, timed_once(cores, config, *without)))
+        elif index % 2:
+            bare = timed_once(cores, config, *without)
+            pairs.append((timed_once(cores, config), bare))
+        else:
+            full = timed_once(cores, config)
+            pairs.append((full, timed_once(cores, config, *without)))
+    return pairs
+
+
+def figure_cost(pairs: list[tuple[float, float]]) -> str:
+    """Each pair's cost of the figures and, over several, the mean share with its standard error."""
+    lines = [
+        f"pair {i}: wall {full:.1f} s, without the figure jobs {bare:.1f} s: the figures cost {full - bare:.1f} s "
+        f"= {(full - bare) / full:.0%} of the run's wall time"
+        for i, (full, bare) in enumerate(pairs, 1)
+    ]
+    if len(pairs) > 1:
+        shares = [(full - bare) / full for full, bare in pairs]
+        mean = sum(shares) / len(shares)
+        error = (sum((share - mean) ** 2 for share in shares) / (len(shares) - 1) / len(shares)) ** 0.5
+        costs = [full - bare for full, bare in pairs]
+        lines.append(
+            f"over {len(pairs)} pairs: the figures cost {sum(costs) / len(costs):.1f} s, "
+            f"{mean:.1%} +- {error:.1%} (standard error) of the run's wall time"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=2, help="with --existing: the cores that run had")
@@ -184,7 +235,10 @@ def main() -> None:
     parser.add_argument(
         "--without-figures", action="store_true", help="also time the run without the figure jobs on another fresh copy"
     )
+    parser.add_argument("--pairs", type=int, default=1, help="with --without-figures: time this many pairs, alternating")
     args = parser.parse_args()
+    if args.pairs < 1 or (args.pairs > 1 and (not args.without_figures or args.existing)):
+        parser.error("--pairs N: N >= 1; more than one pair needs --without-figures and a run of its own (no --existing)")
 
     load_before = os.getloadavg()
     unit_before = machine_unit()
@@ -192,12 +246,14 @@ def main() -> None:
     wall = cpu = without_figures = None
     if args.existing is None:
         wall, cpu = timed_run(workdir, args.cores, args.config)
+    else:
+        _, wall = job_times(run_log(workdir))
     rows = analyse(workdir)
+    pairs: list[tuple[float, float]] = []
     if args.without_figures:  # the figure rules this run had (a name Snakemake does not know it ignores)
         figure_rules = sorted(r["rule"] for r in rows if r["figures"])
-        bare = fresh_copy(Path(tempfile.mkdtemp(prefix="cliplens-e2e-nofig-")))
-        without_figures, _ = timed_run(bare, args.cores, args.config, "--omit-from", *figure_rules)
-        shutil.rmtree(bare)
+        pairs = timed_pairs(wall, args.pairs, args.cores, args.config, figure_rules)
+        without_figures = pairs[0][1]
     report = workdir / "results" / "report.html"
     start = time.perf_counter()
     subprocess.run(
@@ -211,8 +267,6 @@ def main() -> None:
     unit = (unit_before + machine_unit()) / 2
     load_after = os.getloadavg()
 
-    _, logged_wall = job_times(run_log(workdir))
-    wall = wall if wall is not None else logged_wall
     total = sum(r["job_s"] for r in rows)
     figures = sum(r["job_s"] for r in rows if r["figures"])
     unlogged = [r["rule"] for r in rows if r["figures"] and r["cpu_s"] == ""]
@@ -254,11 +308,8 @@ def main() -> None:
         f"of the run's {args.cores} x {wall:.1f} core-seconds"
         + (f" (WARNING: no CPU logged by every job of {', '.join(unlogged)}: left out)" if unlogged else "")
     )
-    if without_figures is not None:
-        print(
-            f"without the figure jobs: wall {without_figures:.1f} s; the figures cost {wall - without_figures:.1f} s "
-            f"= {(wall - without_figures) / wall:.0%} of the run's wall time"
-        )
+    if pairs:
+        print(figure_cost(pairs))
     if args.existing is None and not args.keep:
         shutil.rmtree(workdir)
 
