@@ -20,7 +20,7 @@ built. Printed, and written as CSV (one row per rule plus a total):
   share of the run's core-seconds (cores x wall), and the size of the report;
 - with ``--without-figures``, the same run again on another fresh copy without the figure jobs
   (``--omit-from``): the difference of the two wall times is what the figures cost the run.
-  One pair reads anywhere from 2% to 18% on a 2-core machine whose speed drifts; ``--pairs N``
+  One pair reads anywhere from 2% to 20% on a 2-core machine whose speed drifts; ``--pairs N``
   times N pairs in alternating order (with, without; without, with; ...) so that a drift
   over the session cancels, and prints each pair, the mean cost and its standard error.
 """
