@@ -84,7 +84,12 @@ def test_benchmark_files_all_under_logs_benchmarks():
             assert target.startswith("logs/benchmarks/"), (smk.name, target)
 
 
-DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 OUTSIDE = re.compile(r"algorithms\.md|shared/docs|(?<![\w.])/(?:work|root|home|tmp|Users|mnt)/")
 
 
