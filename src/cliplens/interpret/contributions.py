@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cliplens.images import iterate_batches, pixel_transform
 from cliplens.interpret.decompose import ConstantSplit, Decomposition, decompose
-from cliplens.io import _save_npy
+from cliplens.io import _save_npy, atomic_output, write_table
 from cliplens.models import LoadedModel
 
 STORE_FORMAT = "cliplens-head-contributions/1"
@@ -167,10 +167,9 @@ def write_head_contributions(
     if index["id"].duplicated().any():
         raise ValueError("image ids must be unique")
     meta.update(num_images=len(index), num_shards=shard)
-    tmp = out / ".index.parquet.tmp"
-    index.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "index.parquet")
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    with atomic_output(out / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    write_table(index, out / "index.parquet")
     return ContributionStore(out)
 
 
