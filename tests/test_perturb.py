@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,93 @@ def test_mask_families_use_the_mask(photos: torch.Tensor, masks: torch.Tensor, s
         assert torch.allclose(out[changed], torch.tensor(0.5)), family  # opacity 1: all grey
         half = perturb(photos, family, 5, seeds, params={"opacity": [0.5] * 5}, masks=masks)
         torch.testing.assert_close(half[changed], (photos[changed] + 0.5) / 2)
+
+
+def _per_cell(condition: torch.Tensor) -> torch.Tensor:
+    """Whether ``condition`` [B, 3, 224, 224] holds on every pixel of each 28 px cell: [B, 8, 8]."""
+    return condition.unfold(2, 28, 28).unfold(3, 28, 28).flatten(-2).all(-1).all(1)
+
+
+def test_patch_grid_fills_whole_cells_grey_and_higher_severities_fill_a_superset(
+    photos: torch.Tensor, seeds: torch.Tensor
+) -> None:
+    """224 px = 8 cells of 28 px: each cell is untouched or all grey, round(fraction x 64) cells per
+    image are grey, and every cell grey at one severity stays grey at the next."""
+    grey_cells = []
+    for severity, fraction in enumerate(FAMILIES["patch_grid"].params["fraction"], start=1):
+        out = perturb(photos, "patch_grid", severity, seeds)
+        grey = _per_cell(out == 0.5)  # [B, 8, 8]
+        untouched = _per_cell(out == photos)
+        assert (grey | untouched).all() and (grey.flatten(1).sum(1) == round(fraction * 64)).all(), severity
+        grey_cells.append(grey)
+    for lower, higher in zip(grey_cells, grey_cells[1:]):
+        assert (higher | ~lower).all()
+
+
+def test_cutout_fills_one_square_of_the_given_side_grey(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    for severity, size in enumerate(FAMILIES["cutout"].params["size"], start=1):
+        out = perturb(photos, "cutout", severity, seeds)
+        changed = (out != photos).any(1)  # [B, H, W]
+        side = round(size * 224)
+        for image, region in zip(out, changed):
+            rows, cols = region.any(1).nonzero()[:, 0], region.any(0).nonzero()[:, 0]
+            top, left = int(rows.min()), int(cols.min())
+            assert int(rows.max()) - top < side and int(cols.max()) - left < side, severity
+            assert top + side <= 224 and left + side <= 224
+            assert (image[:, top : top + side, left : left + side] == 0.5).all(), severity
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_invert_inverts_exactly_the_channel_values_at_or_above_the_threshold(
+    severity: int, photos: torch.Tensor, seeds: torch.Tensor
+) -> None:
+    threshold = FAMILIES["invert"].params["threshold"][severity - 1]
+    out = perturb(photos, "invert", severity, seeds)
+    torch.testing.assert_close(out, torch.where(photos >= threshold, 1 - photos, photos))
+
+
+def test_grayscale_blends_towards_the_luma_image(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    """Luma with the ITU-R 601 weights (as torchvision's), blended with ``strength``."""
+    luma = (0.2989 * photos[:, 0] + 0.587 * photos[:, 1] + 0.114 * photos[:, 2])[:, None].expand_as(photos)
+    torch.testing.assert_close(perturb(photos, "grayscale", 5, seeds), luma, atol=1e-6, rtol=0)
+    strength = FAMILIES["grayscale"].params["strength"][1]
+    expected = (1 - strength) * photos + strength * luma
+    torch.testing.assert_close(perturb(photos, "grayscale", 2, seeds), expected.clamp(0, 1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("severity", [1, 4])
+def test_hue_shift_rotates_the_hsv_hue_and_keeps_saturation_and_value(
+    severity: int, photos: torch.Tensor, seeds: torch.Tensor
+) -> None:
+    import colorsys
+
+    shift = FAMILIES["hue_shift"].params["shift"][severity - 1]
+    out = perturb(photos, "hue_shift", severity, seeds)
+    picks = torch.randint(0, 224, (2, 50), generator=torch.Generator().manual_seed(0))
+    for before, after in zip(
+        photos[:, :, picks[0], picks[1]].permute(0, 2, 1).reshape(-1, 3),
+        out[:, :, picks[0], picks[1]].permute(0, 2, 1).reshape(-1, 3),
+    ):
+        h0, s0, v0 = colorsys.rgb_to_hsv(*before.tolist())
+        h1, s1, v1 = colorsys.rgb_to_hsv(*after.tolist())
+        assert v1 == pytest.approx(v0, abs=1e-5) and s1 == pytest.approx(s0, abs=1e-4)
+        if s0 > 0.05:
+            assert (h1 - h0 - shift + 0.5) % 1 - 0.5 == pytest.approx(0, abs=1e-3)
+
+
+def test_translation_shifts_whole_pixels_by_the_given_distance_and_fills_zero(photos: torch.Tensor, seeds: torch.Tensor) -> None:
+    """Every output pixel is 0 (uncovered) or the input pixel one integer offset away, with the
+    offset's length shift x 224 within rounding."""
+    for severity, shift in enumerate(FAMILIES["translation"].params["shift"], start=1):
+        out = perturb(photos, "translation", severity, seeds)
+        for image, clean in zip(out, photos):
+            covered = (image != 0).any(0)
+            rows, cols = covered.any(1).nonzero()[:, 0], covered.any(0).nonzero()[:, 0]
+            dy = int(rows.min()) if rows.min() > 0 else -(223 - int(rows.max()))
+            dx = int(cols.min()) if cols.min() > 0 else -(223 - int(cols.max()))
+            assert abs(math.hypot(dy, dx) - shift * 224) <= 1, (severity, dy, dx)
+            moved = torch.roll(clean, (dy, dx), dims=(1, 2))
+            assert torch.equal(image[:, covered], moved[:, covered]), severity
 
 
 def test_mask_families_require_masks(photos: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor) -> None:
