@@ -126,6 +126,66 @@ def test_severity_curves_start_at_clean(tables: dict, tmp_path: Path) -> None:
         assert line.get_ydata()[0] == pytest.approx(1.0)
 
 
+def _clean_then(table: pd.DataFrame, family: str, column: str) -> list[float]:
+    """``column`` of the clean row, then of ``family`` by ascending severity."""
+    rows = pd.concat([table[table["family"] == "clean"], table[table["family"] == family].sort_values("severity")])
+    return rows[column].tolist()
+
+
+def test_severity_curves_draw_each_familys_means_in_severity_order(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_severity_curves(
+        tables["aggregate"], "alignment", tmp_path / "c.png", dataset="toyset", random_weights=False, model="RN50"
+    )
+    rows = tables["aggregate"].query("model == 'RN50'")
+    for line in fig.axes[0].get_lines():
+        np.testing.assert_allclose(line.get_ydata(), _clean_then(rows, line.get_label(), "alignment_mean"))
+
+
+def test_model_comparison_draws_each_models_means_in_its_familys_panel(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_model_comparison(tables["aggregate"], "top1", tmp_path / "m.png", dataset="toyset", random_weights=False)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+    assert [ax.get_title() for ax in panels] == FAMILIES
+    for ax in panels:
+        assert [line.get_label() for line in ax.get_lines()] == ["RN50", "ViT-B-32"]
+        for line in ax.get_lines():
+            rows = tables["aggregate"][tables["aggregate"]["model"] == line.get_label()]
+            assert line.get_xdata().tolist() == [0, *SEVERITIES]
+            np.testing.assert_allclose(line.get_ydata(), _clean_then(rows, ax.get_title(), "top1_mean"))
+
+
+def test_drift_panels_draw_each_images_label_probabilities_and_divergence(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_drift_probabilities(
+        tables["drift"],
+        ["img0", "img1"],
+        tmp_path / "d.png",
+        family="noise",
+        dataset="toyset",
+        random_weights=False,
+        model="RN50",
+    )
+    drift = tables["drift"].query("model == 'RN50' and family == 'noise'")
+    for ax, image_id in zip(fig.axes, ["img0", "img1"]):
+        assert ax.get_title() == image_id
+        rows = drift[drift["image_id"] == image_id].sort_values("severity")
+        lines = ax.get_lines()[: len(DRIFT_LABELS) + 1]
+        assert [line.get_label() for line in lines] == [*DRIFT_LABELS, "JS divergence from clean (bits)"]
+        for line, column in zip(lines, [f"p_{label}" for label in DRIFT_LABELS] + ["js_divergence"]):
+            assert line.get_xdata().tolist() == [0, *SEVERITIES]
+            np.testing.assert_allclose(line.get_ydata(), rows[column], err_msg=f"{image_id} {column}")
+
+
+def test_trajectories_draw_each_images_path_through_the_projection(tables: dict, tmp_path: Path) -> None:
+    fig = figures.plot_drift_trajectories(
+        tables["trajectories"], ["img0", "img1"], tmp_path / "t.png", family="noise", dataset="toyset", random_weights=False
+    )
+    coords = tables["trajectories"].coords.query("family == 'noise'")
+    paths = fig.axes[0].get_lines()
+    assert len(paths) == 2
+    for line, image_id in zip(paths, ["img0", "img1"]):
+        rows = coords[coords["image_id"] == image_id].sort_values("severity")
+        np.testing.assert_allclose(line.get_xydata(), rows[["pc1", "pc2"]].to_numpy())
+
+
 def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Path) -> None:
     requested = []
 
