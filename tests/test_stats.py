@@ -167,6 +167,18 @@ def test_aggregate_wilcoxon_holm_and_degenerate_cases() -> None:
     assert table.index[0] == "clean"
 
 
+def test_holm_corrects_across_the_families_of_one_severity_only() -> None:
+    """Severity 1 holds two tests (blur, fog), severity 2 one (blur): Holm doubles the smaller p of
+    severity 1 and leaves severity 2's alone."""
+    severity_one = _per_image({"blur": [-0.1 * (k + 1) for k in range(8)], "fog": [0.01 * (k + 1) for k in range(7)]})
+    blur = severity_one[severity_one["family"] == "blur"]
+    severity_two = blur.assign(severity=2, alignment=blur["alignment"] - 0.01, alignment_change=blur["alignment_change"] - 0.01)
+    table = aggregate(pd.concat([severity_one, severity_two], ignore_index=True), n_boot=50).set_index(["family", "severity"])
+    assert table.loc[("blur", 2), "wilcoxon_p_holm"] == pytest.approx(table.loc[("blur", 2), "wilcoxon_p"])
+    assert table.loc[("blur", 1), "wilcoxon_p_holm"] == pytest.approx(2 * 2 / 256)
+    assert table.loc[("fog", 1), "wilcoxon_p_holm"] == pytest.approx(2 / 128)
+
+
 def test_aggregate_means_accuracy_drop_and_seed_averaging() -> None:
     per_image = _per_image({"blur": [-0.2, 0.0, 0.0, 0.1]}, seeds=2)
     # image i1 seed 1 loses its top-1 prediction: per-image top1 of i1 is the seed mean 0.5
@@ -253,15 +265,18 @@ def test_susceptibility_missing_severity_gives_nan_and_bad_metric_raises() -> No
 def test_top_k_picks_extremes_with_tie_break() -> None:
     table = pd.DataFrame(
         {
-            "image_id": ["a", "b", "c", "d", "e"],
+            "image_id": ["a", "b", "c", "g", "d", "e", "f", "h"],
             "family": "noise",
             "metric": "alignment_drop",
-            "susceptibility": [0.5, 0.1, 0.0, 0.0, 0.3],
-            "net_change": [0.5, 0.1, -0.2, -0.1, 0.3],
+            "susceptibility": [0.5, 0.1, 0.0, 0.0, 0.0, 0.3, 0.3, np.nan],
+            "net_change": [0.5, 0.1, -0.1, -0.2, -0.2, 0.3, 0.4, 0.0],
         }
     )
-    top = top_k(table, 2)
+    top = top_k(table, 3)
     susceptible = top[top["which"] == "most_susceptible"]
     robust = top[top["which"] == "most_robust"]
-    assert susceptible["image_id"].tolist() == ["a", "e"] and susceptible["rank"].tolist() == [1, 2]
-    assert robust["image_id"].tolist() == ["c", "d"] and robust["rank"].tolist() == [1, 2]
+    # equal susceptibility: the larger net change is more susceptible (f before e), the smaller more
+    # robust (d and g before c); equal in both: the image id decides (d before g, whatever the input order)
+    assert susceptible["image_id"].tolist() == ["a", "f", "e"] and susceptible["rank"].tolist() == [1, 2, 3]
+    assert robust["image_id"].tolist() == ["d", "g", "c"] and robust["rank"].tolist() == [1, 2, 3]
+    assert "h" not in set(top["image_id"])  # no score, not ranked
