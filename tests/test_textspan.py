@@ -88,7 +88,8 @@ def test_textspan_heads_table():
     images = len(data)
     heads = np.zeros((images, 1, 2, data.shape[1]), np.float32)
     heads[:, 0, 0] = data
-    heads[:, 0, 1] = -data
+    strongest = pool[positions[0]]
+    heads[:, 0, 1] = data - np.outer(data @ strongest, strongest)  # head 1 lacks u_1: its texts are u_2, u_3
     zeros = np.zeros((images, 4, data.shape[1]), np.float32)
     store = Contributions(
         ids=np.arange(images).astype(str),
@@ -103,8 +104,15 @@ def test_textspan_heads_table():
     table = textspan_heads(store, pool, texts, m=2, r=80)
     assert list(table.columns) == ["layer", "head", "rank", "text_index", "text", "variance_explained"]
     assert len(table) == 4 and set(table["layer"]) == {3}
-    np.testing.assert_array_equal(table["text_index"].to_numpy(), np.tile(positions[:2], 2))
-    assert table["text"].iloc[0] == f"text {positions[0]}"
+    for head, expected in ((0, positions[:2]), (1, positions[1:3])):
+        rows = table[table["head"] == head].sort_values("rank")
+        assert rows["rank"].tolist() == [0, 1]
+        np.testing.assert_array_equal(rows["text_index"].to_numpy(), expected)
+        assert rows["text"].tolist() == [f"text {i}" for i in expected]
+        _, explained = textspan(heads[:, 0, head], pool, m=2, r=80)
+        np.testing.assert_allclose(rows["variance_explained"].to_numpy(), explained, rtol=1e-6)
+    shares = SCALES**2 / (SCALES**2).sum()
+    np.testing.assert_allclose(table.query("head == 0")["variance_explained"], shares[:2], atol=1e-5)
 
 
 def test_builtin_pool_and_properties():
