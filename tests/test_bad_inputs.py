@@ -450,8 +450,9 @@ def test_sigterm_to_a_running_rerun_leaves_no_temporary_and_the_next_run_complet
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (log.exists() and log.stat().st_size > 0) and run.poll() is None:
         time.sleep(0.2)
+    assert run.poll() is None and log.exists(), "the rerun must be stopped while its embedding job runs"
     run.send_signal(signal.SIGTERM)
-    run.wait(timeout=120)
+    assert run.wait(timeout=120) != 0  # stopped, not finished
     assert not [p for p in (root / "results").rglob("*.tmp")]
     result = snakemake(root, "--cores", "2", STATS, config=changed)
     assert result.returncode == 0, result.stderr[-3000:]
