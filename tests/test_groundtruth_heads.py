@@ -24,6 +24,7 @@ from cliplens.interpret.groundtruth import (
     plot_head_groundtruth,
     spurious_cue,
 )
+from cliplens.interpret.textspan import textspan_heads
 from cliplens.models import encode_pixels, load_model
 from cliplens.planted import PlantedConfig, generate_split
 from cliplens.text import encode_prompts
@@ -130,6 +131,20 @@ def test_head_attributes_one_row_per_head(heads, pool):
     chosen = heads["texts"].str.split(" | ", regex=False)
     assert chosen.map(len).between(1, 5).all()
     assert set(itertools.chain.from_iterable(chosen)) <= set(pool["text"])
+
+
+def test_head_shares_are_the_variance_its_texts_of_each_category_explain(loaded, decomposed, pool, heads):
+    """share_c of a head = variance explained by its TEXTSPAN texts of category c / by all its texts."""
+    spans = textspan_heads(decomposed["test"], encode_prompts(loaded, pool["text"].tolist()), pool["text"].tolist(), m=5, r=32)
+    category = dict(zip(pool["text"], pool["category"]))
+    for row in heads.itertuples():
+        chosen = spans[(spans["layer"] == row.layer) & (spans["head"] == row.head)]
+        assert row.texts.split(" | ") == chosen["text"].tolist()
+        assert row.explained == pytest.approx(chosen["variance_explained"].sum())
+        for name in CATEGORIES:
+            own = chosen[chosen["text"].map(category) == name]["variance_explained"].sum()
+            assert getattr(row, f"share_{name}") == pytest.approx(own / row.explained), (row.layer, row.head, name)
+    assert heads["attribute"].nunique() > 1  # the shares differ between heads, so the check discriminates
 
 
 def test_no_ablation_is_the_plain_zero_shot_accuracy(loaded, splits, decomposed, class_texts, heads):
