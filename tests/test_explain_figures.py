@@ -107,3 +107,34 @@ def test_figure_writes_png_and_pdf_with_stamp(
     height, width = matplotlib.image.imread(tmp_path / f"{name}.png").shape[:2]
     assert height > 50 and width > 50
     assert stamped == ([True] if random_weights else [])
+
+
+def test_segmentation_panels_colour_each_class_as_its_legend_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows: images; columns: image, prediction, ground truth. Every pixel of class c is drawn in the
+    colour of c's legend entry, the ignored class black, and the legend names the classes present."""
+    drawn = []
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **_: drawn.append(fig) or [])
+    rng = np.random.default_rng(1)
+    prediction = rng.choice([1, 18, 193], size=(2, 20, 20))
+    truth = rng.choice([0, 18, 193], size=(2, 20, 20))
+    names = {0: "unlabeled", 1: "person", 18: "dog", 193: "grass-merged", 7: "absent"}
+    images = rng.integers(0, 255, (2, 20, 20, 3), dtype=np.uint8)
+    segmentation_figure(images, prediction, names, tmp_path / "s.png", ground_truth=truth)
+    (fig,) = drawn
+    legend = {
+        text.get_text(): handle.get_facecolor() for text, handle in zip(fig.legends[0].texts, fig.legends[0].legend_handles)
+    }
+    assert sorted(legend) == ["dog", "grass-merged", "person"]
+    assert len({tuple(colour) for colour in legend.values()}) == 3
+    axes = np.array(fig.axes).reshape(2, 3)
+    for row in range(2):
+        assert [ax.get_title() for ax in axes[row]] == ["image", "prediction", "ground truth"]
+        np.testing.assert_array_equal(axes[row, 0].images[0].get_array(), images[row])
+        for ax, labels in ((axes[row, 1], prediction[row]), (axes[row, 2], truth[row])):
+            shown = ax.images[0]
+            rgba = shown.to_rgba(shown.get_array())
+            for class_id in np.unique(labels):
+                expected = (0.0, 0.0, 0.0, 1.0) if class_id == 0 else legend[names[class_id]]
+                np.testing.assert_allclose(
+                    rgba[labels == class_id], np.broadcast_to(expected, (int((labels == class_id).sum()), 4))
+                )
