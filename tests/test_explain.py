@@ -83,5 +83,13 @@ def test_mask_evaluation_scores_a_perfect_map_perfectly(tmp_path):
     per_map, segmentation = mask_evaluation(explanations, rows, [7, 9], "squash")
     assert sorted(per_map["label"]) == ["nine", "seven"]
     assert (per_map["pointing_hit"] == 1).all()
-    assert per_map["average_precision"].min() > 0.9
+    assert per_map["average_precision"].min() > 0.9  # the 2 x 2 grid is rendered smooth: edges blur
     assert segmentation.loc[0, "miou"] > 0.5
+    # a map at the mask's own resolution that equals it is scored exactly 1 by every metric
+    exact = np.stack([mask == 7, mask == 9]).astype(np.float32)[None]
+    explanations = ExplanationScores(
+        ["img"], ["seven", "nine"], (64, 64), {"surgery": exact}, np.eye(2, dtype=np.float32), {"surgery": True}
+    )
+    per_map, segmentation = mask_evaluation(explanations, rows, [7, 9], "squash")
+    metrics = ["iou", "pixel_accuracy", "average_precision", "pointing_hit", "energy_in_mask"]
+    assert (per_map[metrics] == 1.0).all().all() and (segmentation[["miou", "pixel_accuracy"]] == 1.0).all().all()
