@@ -61,8 +61,34 @@ def machine_unit() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+NOT_COPIED = {
+    "results",
+    "logs",
+    "data",
+    ".snakemake",
+    ".venv",
+    ".whl",
+    ".git",
+    "benchmarks/out",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+}
+"""Paths under the root that a copy of a tree without git leaves out (outputs, environments, wheels)."""
+
+
+def _not_copied(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree``'s ignore: :data:`NOT_COPIED` (relative to the root) and caches anywhere."""
+    relative = Path(folder).relative_to(ROOT)
+    return {name for name in names if (relative / name).as_posix() in NOT_COPIED or name == "__pycache__"}
+
+
 def fresh_copy(destination: Path) -> Path:
-    """The working tree's tracked and not-ignored files, copied to ``destination``."""
+    """The working tree's tracked and not-ignored files, copied to ``destination`` (without git, as on
+    a machine that received a copy of the tree: everything but :data:`NOT_COPIED`)."""
+    if not (ROOT / ".git").exists():
+        shutil.copytree(ROOT, destination, ignore=_not_copied, dirs_exist_ok=True)
+        return destination
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
     ).stdout.split(b"\0")
@@ -125,7 +151,8 @@ def logged_cpu_seconds(workdir: Path) -> dict[str, list[float]]:
 
 def copy_env(workdir: Path) -> dict[str, str]:
     """The environment of a command run in the copy ``workdir``: its own package sources first."""
-    return {**os.environ, "PYTHONPATH": str(workdir / "src")}
+    paths = [str(workdir / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def import_seconds(script: Path) -> float:

@@ -93,3 +93,31 @@ def test_figure_cost_is_the_mean_share_with_its_standard_error() -> None:
 def test_figure_rules_are_rules_of_the_workflow(figure_rule: str) -> None:
     rules = (Path(__file__).resolve().parents[1] / "workflow" / "rules").glob("*.smk")
     assert any(f"rule {figure_rule}:" in path.read_text() for path in rules)
+
+
+def test_a_copy_without_git_leaves_out_the_outputs_at_the_root_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine that received the tree without .git, the fresh copy skips results, logs, data,
+    environments and wheels at the root, and keeps folders of those names inside the sources."""
+    tree = tmp_path / "tree"
+    for name in ("Snakefile", "results/x.parquet", "data/d/manifest.parquet", ".whl/a.whl", "src/pkg/data/pool.txt"):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(name)
+    monkeypatch.setattr(bench_pipeline, "ROOT", tree)
+    copy = bench_pipeline.fresh_copy(tmp_path / "copy")
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
+        "Snakefile",
+        "src/pkg/data/pool.txt",
+    ]
+
+
+def test_gpu_precision_step_compares_each_reduced_precision_with_fp32() -> None:
+    """Without CUDA reduced precision falls back to fp32: the rows say so instead of a verdict."""
+    import bench_gpu
+    import torch
+
+    rows = bench_gpu.precision_rows(["tiny_random"], 4)
+    assert [row["requested"] for row in rows] == ["fp16", "bf16"]
+    for row in rows:
+        assert 0.999 <= row["min_cosine"] <= row["mean_cosine"] <= 1 + 1e-6
+        if not torch.cuda.is_available():
+            assert row["precision"] == "fp32" and row["target_met"] == "not tested (fp32)"
