@@ -68,6 +68,7 @@ NOT_COPIED = {
     ".snakemake",
     ".venv",
     ".whl",
+    ".site",
     ".git",
     "benchmarks/out",
     ".mypy_cache",
