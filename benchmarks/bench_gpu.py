@@ -42,6 +42,7 @@ from cliplens.pixels import unit_pixels  # noqa: E402
 
 HERE = Path(__file__).parent
 PRECISIONS = ("fp16", "bf16")
+STEPS = ("precision", "throughput", "perturb", "pipeline")
 
 
 def precision_rows(models: list[str], images: int) -> list[dict]:
@@ -79,9 +80,10 @@ def throughput_rows(models: list[str], batch_sizes: list[int], precisions: list[
     ]
 
 
-def script_step(script: str, *arguments: str) -> str:
-    """Run a benchmark script of this folder and return its output (its error output if it fails)."""
-    result = subprocess.run([sys.executable, str(HERE / script), *arguments], capture_output=True, text=True)
+def script_step(script: str, *arguments: str, timeout: float) -> str:
+    """Run a benchmark script of this folder and return its output (its error output if it fails);
+    stopped after ``timeout`` seconds so that one hung step leaves time for the others."""
+    result = subprocess.run([sys.executable, str(HERE / script), *arguments], capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{script} exited with {result.returncode}:\n{result.stderr[-3000:]}")
     return result.stdout
@@ -92,10 +94,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/gpu"))
     parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU where there is no CUDA (a smoke test)")
     parser.add_argument("--quick", action="store_true", help="tiny model, small batches, few families, no end-to-end run")
-    parser.add_argument("--steps", nargs="+", default=["precision", "throughput", "perturb", "pipeline"])
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.allow_cpu:
         parser.error("no CUDA device here; --allow-cpu runs the same steps on the CPU")
+    if args.quick and "pipeline" in args.steps:
+        args.steps.remove("pipeline")  # the end-to-end run has no small version
     models = ["tiny_random"] if args.quick else ["vit_b_32_random", "vit_b_16_random"]
     batch_sizes = [4] if args.quick else [64, 128, 256, 512]
     cores = os.cpu_count() or 2
@@ -107,14 +111,16 @@ def main() -> None:
         "throughput": lambda: write_table(
             throughput_rows(models, batch_sizes, ["fp32", "fp16"], min(8, cores)), args.out / "throughput.csv"
         ),
-        "perturb": lambda: script_step("bench_perturb.py", *perturb_arguments, "--out", str(args.out / "perturb.csv")),
-        "pipeline": lambda: script_step("bench_pipeline.py", "--cores", str(cores), "--out", str(args.out / "pipeline.csv")),
+        "perturb": lambda: script_step(
+            "bench_perturb.py", *perturb_arguments, "--out", str(args.out / "perturb.csv"), timeout=180
+        ),
+        "pipeline": lambda: script_step(
+            "bench_pipeline.py", "--cores", str(cores), "--out", str(args.out / "pipeline.csv"), timeout=300
+        ),
     }
-    if args.quick:
-        steps.pop("pipeline")
     args.out.mkdir(parents=True, exist_ok=True)
     sections = [f"# GPU checks\n\nhardware: {hardware()}; {cores} CPU cores; {time.strftime('%Y-%m-%d %H:%M %Z')}"]
-    for name in (step for step in args.steps if step in steps):
+    for name in args.steps:
         start = time.perf_counter()
         try:
             body = steps[name]()
@@ -122,7 +128,7 @@ def main() -> None:
             body = "FAILED:\n\n```\n" + traceback.format_exc()[-3000:] + "\n```"
         sections.append(f"## {name} ({time.perf_counter() - start:.0f} s)\n\n{body}")
         print(sections[-1], flush=True)
-    (args.out / "RESULTS.md").write_text("\n\n".join(sections) + "\n")
+        (args.out / "RESULTS.md").write_text("\n\n".join(sections) + "\n")  # after each step: a killed run keeps the rest
 
 
 if __name__ == "__main__":

@@ -69,19 +69,25 @@ NOT_COPIED = {
     ".venv",
     ".whl",
     ".site",
+    ".gl",
     ".git",
     "benchmarks/out",
     ".mypy_cache",
     ".pytest_cache",
     ".ruff_cache",
 }
-"""Paths under the root that a copy of a tree without git leaves out (outputs, environments, wheels)."""
+"""Paths under the root that a copy of a tree without git leaves out (outputs, environments, wheels; as
+.gitignore, which the copy cannot ask git about)."""
 
 
 def _not_copied(folder: str, names: list[str]) -> set[str]:
     """``shutil.copytree``'s ignore: :data:`NOT_COPIED` (relative to the root) and caches anywhere."""
     relative = Path(folder).relative_to(ROOT)
-    return {name for name in names if (relative / name).as_posix() in NOT_COPIED or name == "__pycache__"}
+    return {
+        name
+        for name in names
+        if (relative / name).as_posix() in NOT_COPIED or name == "__pycache__" or name.endswith(".egg-info")
+    }
 
 
 def fresh_copy(destination: Path) -> Path:

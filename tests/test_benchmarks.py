@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cliplens.models import encode_pixels
 from cliplens.runtime import resources_used
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -110,14 +111,34 @@ def test_a_copy_without_git_leaves_out_the_outputs_at_the_root_only(tmp_path: Pa
     ]
 
 
-def test_gpu_precision_step_compares_each_reduced_precision_with_fp32() -> None:
-    """Without CUDA reduced precision falls back to fp32: the rows say so instead of a verdict."""
+def test_gpu_precision_step_reports_each_images_cosine_with_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reduced-precision side (here fp32 plus a known rotation, as CUDA is not needed) is
+    compared image by image with the fp32 CPU side; without CUDA the verdict says it was not tested."""
     import bench_gpu
     import torch
 
+    calls = []
+
+    def encode(loaded, pixels):
+        embeddings = encode_pixels(loaded, pixels)
+        calls.append(loaded.precision)
+        if len(calls) == 1:  # the fp32 reference
+            return embeddings
+        tilted = embeddings.clone()
+        tilted[0] = torch.nn.functional.normalize(embeddings[0] + 0.05 * torch.roll(embeddings[0], 1), dim=0)
+        return tilted
+
+    monkeypatch.setattr(bench_gpu, "encode_pixels", encode)
     rows = bench_gpu.precision_rows(["tiny_random"], 4)
-    assert [row["requested"] for row in rows] == ["fp16", "bf16"]
+    assert [row["requested"] for row in rows] == ["fp16", "bf16"] and len(calls) == 3
+    reference = encode_pixels(
+        bench_gpu.load_model({**bench_gpu.model_cfg("tiny_random", "fp32"), "device": "cpu"}),
+        bench_gpu.unit_pixels(torch.from_numpy(bench_gpu.photos(4, 224)).permute(0, 3, 1, 2)),
+    )
+    tilted = torch.nn.functional.normalize(reference[0] + 0.05 * torch.roll(reference[0], 1), dim=0)
+    expected = float(reference[0] @ tilted)
     for row in rows:
-        assert 0.999 <= row["min_cosine"] <= row["mean_cosine"] <= 1 + 1e-6
+        assert row["min_cosine"] == pytest.approx(expected, abs=1e-6) and expected < 0.9995
+        assert row["mean_cosine"] == pytest.approx((expected + 3) / 4, abs=1e-6)
         if not torch.cuda.is_available():
             assert row["precision"] == "fp32" and row["target_met"] == "not tested (fp32)"

@@ -1,7 +1,7 @@
 """Configuration: Hydra composes the config tree, cliplens validates it and hands plain dicts on.
 
 Snakemake's ``--config key=value`` pairs (and ``--configfile`` contents) become Hydra overrides,
-so ``snakemake --config model=vit_b_16_openai dataset.mirror=/data/x`` works as in any Hydra app.
+so ``snakemake --config model=vit_b_16_openai dataset.mirror=path/to/x`` works as in any Hydra app.
 Everything is validated before a job runs: unknown keys, unknown config-group options and
 out-of-range values fail with a message that names the key and the valid choices.
 """
