@@ -103,9 +103,11 @@ def main() -> None:
     models = ["tiny_random"] if args.quick else ["vit_b_32_random", "vit_b_16_random"]
     batch_sizes = [4] if args.quick else [64, 128, 256, 512]
     cores = os.cpu_count() or 2
-    perturb_arguments = ["--all-families", "--severities", "3", "--batch-size", "64", "--repeats", "3"]
-    if args.quick:
-        perturb_arguments = ["--families", "gaussian_noise", "jpeg_compression", "--severities", "3", "--batch-size", "4"]
+    perturb_arguments = (
+        ["--families", "gaussian_noise", "jpeg_compression", "--severities", "3", "--batch-size", "4"]
+        if args.quick
+        else ["--all-families", "--severities", "3", "--batch-size", "64", "--repeats", "3"]
+    )
     steps: dict[str, Callable[[], str]] = {
         "precision": lambda: write_table(precision_rows(models, 8 if args.quick else 64), args.out / "precision.csv"),
         "throughput": lambda: write_table(

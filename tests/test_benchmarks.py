@@ -117,26 +117,25 @@ def test_gpu_precision_step_reports_each_images_cosine_with_fp32(monkeypatch: py
     import bench_gpu
     import torch
 
-    calls = []
+    def tilt(embedding: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(embedding + 0.05 * torch.roll(embedding, 1), dim=0)
+
+    encoded = []
 
     def encode(loaded, pixels):
         embeddings = encode_pixels(loaded, pixels)
-        calls.append(loaded.precision)
-        if len(calls) == 1:  # the fp32 reference
+        encoded.append(embeddings)
+        if len(encoded) == 1:  # the fp32 reference
             return embeddings
         tilted = embeddings.clone()
-        tilted[0] = torch.nn.functional.normalize(embeddings[0] + 0.05 * torch.roll(embeddings[0], 1), dim=0)
+        tilted[0] = tilt(embeddings[0])
         return tilted
 
     monkeypatch.setattr(bench_gpu, "encode_pixels", encode)
     rows = bench_gpu.precision_rows(["tiny_random"], 4)
-    assert [row["requested"] for row in rows] == ["fp16", "bf16"] and len(calls) == 3
-    reference = encode_pixels(
-        bench_gpu.load_model({**bench_gpu.model_cfg("tiny_random", "fp32"), "device": "cpu"}),
-        bench_gpu.unit_pixels(torch.from_numpy(bench_gpu.photos(4, 224)).permute(0, 3, 1, 2)),
-    )
-    tilted = torch.nn.functional.normalize(reference[0] + 0.05 * torch.roll(reference[0], 1), dim=0)
-    expected = float(reference[0] @ tilted)
+    assert [row["requested"] for row in rows] == ["fp16", "bf16"] and len(encoded) == 3
+    reference = encoded[0]
+    expected = float(reference[0] @ tilt(reference[0]))
     for row in rows:
         assert row["min_cosine"] == pytest.approx(expected, abs=1e-6) and expected < 0.9995
         assert row["mean_cosine"] == pytest.approx((expected + 3) / 4, abs=1e-6)
