@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, hardware, write_table  # noqa: E402
 
 from cliplens.explain.surgery import explain, image_tokens_and_grid
-from cliplens.models import TINY_ARCHS, autocast, create_tiny_clip, resolve_device  # noqa: E402
+from cliplens.models import TINY_ARCHS, autocast, create_tiny_clip  # noqa: E402
+from cliplens.runtime import resolve_device  # noqa: E402
 
 
 def build_model(arch: str, device: torch.device) -> torch.nn.Module:

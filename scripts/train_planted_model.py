@@ -6,10 +6,10 @@ import time
 import pandas as pd
 
 from cliplens.io import atomic_output
-from cliplens.models import resolve_device, save_checkpoint
+from cliplens.models import save_checkpoint
 from cliplens.planted import PlantedConfig, generate_split
 from cliplens.plotting import training_curve_figure
-from cliplens.runtime import job_logging
+from cliplens.runtime import job_logging, resolve_device
 from cliplens.training import TrainingConfig, create_planted_clip, train_clip, zero_shot_accuracies
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:

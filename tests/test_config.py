@@ -121,3 +121,25 @@ def test_string_values_from_the_snakemake_command_line_are_typed_by_hydra():
     cfg = compose_config(CONFIG, overrides)
     assert cfg["model"]["trust_torchscript"] is True
     assert cfg["explain"]["max_images"] == 8 and cfg["perturbation"]["severities"] == [1, 3]
+
+
+def test_schema_choices_are_the_codes_registries():
+    """The schema names the valid values of keys whose registries live in code; both must agree."""
+    import yaml
+
+    from cliplens.config import schema_path
+    from cliplens.models import CHECKPOINT_FORMATS, PRECISIONS, SOURCES
+    from cliplens.text import TEMPLATE_SETS
+
+    schema = yaml.safe_load(schema_path(CONFIG).read_text())
+    model = schema["$defs"]["model"]["properties"]
+    assert schema["$defs"]["templates"]["enum"] == list(TEMPLATE_SETS)
+    assert model["source"]["enum"] == list(SOURCES)
+    assert model["checkpoint_format"]["enum"] == list(CHECKPOINT_FORMATS)
+    assert model["precision"]["enum"] == list(PRECISIONS)
+
+
+@pytest.mark.parametrize("key", ["embedding.templates", "explain.templates", "interpret.textspan.templates"])
+def test_every_templates_key_names_the_template_sets(key):
+    with pytest.raises(ConfigError, match=rf"{key}='fancy' is not valid; valid choices: \['openai_imagenet', 'simple'"):
+        compose_config(CONFIG, ["model=tiny_random", f"{key}=fancy"])

@@ -1,7 +1,8 @@
 """Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
 that draw stored maps without open_clip and torchvision, jobs that draw perturbed images without
-open_clip, and no job pays for scipy.stats (0.4 s)
-until it tests."""
+open_clip (torchvision only once a family that needs it runs), no job pays for scipy.stats (0.4 s)
+until it tests, and planning a run (validating the config, naming the jobs) imports neither
+open_clip nor torchvision."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ STORED_MAP_SCRIPTS = ["explain_figures"]
 """Scripts that draw stored score maps over images: torch renders the maps; no model code."""
 
 PERTURBING_SCRIPTS = ["perturbation_galleries"]
-"""Scripts that draw images under perturbations: torch and torchvision perturb; no model code."""
+"""Scripts that draw images under perturbations: torch perturbs; no model code."""
 
 TABLE_ONLY_MODULES = [
     "cliplens.metrics",
@@ -64,7 +65,28 @@ def test_stored_map_scripts_import_no_model_code(script: str) -> None:
 
 @pytest.mark.parametrize("script", PERTURBING_SCRIPTS)
 def test_perturbing_scripts_import_no_open_clip(script: str) -> None:
-    assert _heavy_modules_after(_imports_of(script)) == ["torch", "torchvision"]
+    assert _heavy_modules_after(_imports_of(script)) == ["torch"]
+
+
+def test_families_import_torchvision_when_one_needs_it() -> None:
+    setup = "import torch\nfrom cliplens.perturbation.families import perturb, resolve_params\nresolve_params('zoom', {})\n"
+    images, seeds = "torch.rand(1, 3, 8, 8)", "torch.zeros(1, dtype=torch.int64)"
+    assert _heavy_modules_after(setup + f"perturb({images}, 'contrast', 3, {seeds})") == ["torch"]
+    assert _heavy_modules_after(setup + f"perturb({images}, 'zoom', 3, {seeds})") == ["torch", "torchvision"]
+
+
+def test_planning_a_run_imports_neither_open_clip_nor_torchvision() -> None:
+    """What the main Snakemake process does before any job: compose and validate the config, decide
+    which models the decomposition supports, and whether a model job needs the GPU slot."""
+    code = (
+        "from pathlib import Path\nfrom cliplens.config import compose_config\nfrom cliplens.planning import decomposable\n"
+        "from cliplens.runtime import resolve_device\n"
+        "for model in ('tiny_random', 'tiny_random_resnet', 'planted_clip'):\n"
+        "    cfg = compose_config(Path('config'), [f'model={model}', 'interpret.queries.heads=[[-1,0]]'])\n"
+        "    [decomposable(m) for m in cfg['model_grid'].values()]\n"
+        "resolve_device('auto')"
+    )
+    assert _heavy_modules_after(code) == ["torch"]
 
 
 def test_table_only_library_modules_import_no_torch() -> None:

@@ -13,14 +13,13 @@ from PIL import Image
 
 from cliplens.images import pixel_transform, pixels_of
 from cliplens.models import (
-    WeightsUnavailableError,
     build_module,
     create_tiny_clip,
     encode_pixels,
-    ensure_weights,
     save_checkpoint,
 )
 from cliplens.text import encode_prompts
+from cliplens.weights import WeightsUnavailableError, ensure_weights
 
 
 def _photos():

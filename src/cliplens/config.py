@@ -151,8 +151,9 @@ would accept a float with no fractional part), so a typo never reaches a job as 
 
 
 def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any], check_registries: bool = True) -> None:
-    """Check a resolved config against the schema and (unless told not to) the registries of models,
-    perturbations and templates, which import torch and open_clip; raise ConfigError on the first problem."""
+    """Check a resolved config against the schema (template sets included) and, unless told not to,
+    the registries of models and perturbations (open_clip is imported only to check a pretrained
+    tag); raise ConfigError on the first problem."""
     validator = STRICT_VALIDATOR(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
@@ -164,21 +165,10 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any], check_registries
     _validate_dataset(cfg["dataset"])
     for line in LINES:
         importlib.import_module(f"cliplens.{line}").validate_config(cfg)
-    from cliplens.text import TEMPLATE_SETS
-
-    for key, templates in (
-        ("embedding.templates", cfg["embedding"]["templates"]),
-        ("explain.templates", cfg["explain"]["templates"]),
-        ("interpret.textspan.templates", cfg["interpret"]["textspan"]["templates"]),
-    ):
-        if templates not in TEMPLATE_SETS:
-            raise ConfigError(f"{key}={templates!r} unknown; valid: {sorted(TEMPLATE_SETS)}")
 
 
 def _validate_model(model_cfg: Mapping[str, Any]) -> None:
-    import open_clip
-
-    from cliplens.models import known_architectures
+    from cliplens.architectures import known_architectures
 
     arch = model_cfg["arch"]
     if model_cfg["source"] != "checkpoint" or arch is not None:
@@ -190,6 +180,8 @@ def _validate_model(model_cfg: Mapping[str, Any]) -> None:
                 "(all: python -c 'import open_clip; print(open_clip.list_models())')"
             )
     if model_cfg["source"] == "open_clip":
+        import open_clip  # its pretrained registry is code: imported only for pretrained models
+
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if model_cfg["pretrained"] not in tags:
             raise ConfigError(f"model.pretrained={model_cfg['pretrained']!r} unknown for {arch}; valid: {tags}")

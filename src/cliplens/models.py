@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from open_clip.model import build_model_from_openai_state_dict
 from torchvision.transforms.v2 import functional as TF
 
+from cliplens.architectures import MODEL_CONFIG_DIR
 from cliplens.download import sha256_of
+from cliplens.runtime import resolve_device
+from cliplens.weights import WeightsUnavailableError, ensure_weights
 
 log = logging.getLogger(__name__)
 
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_ARCHS = {"vit": "cliplens-tiny-vit", "resnet": "cliplens-tiny-rn"}
 SOURCES = ("open_clip", "checkpoint", "random", "planted")
 """``planted``: an open_clip-format checkpoint that the workflow trains itself (rule train_planted_model)."""
@@ -33,15 +35,6 @@ CHECKPOINT_FORMATS = ("auto", "open_clip", "openai")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
-
-
-def known_architectures() -> list[str]:
-    """open_clip architecture names, cliplens' tiny models included."""
-    return open_clip.list_models()
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights can neither be found locally nor downloaded."""
 
 
 @dataclass
@@ -78,13 +71,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def create_tiny_clip(kind: str = "vit", seed: int = 0, image_size: int | None = None) -> torch.nn.Module:
@@ -151,46 +137,6 @@ def _detect_format(path: Path) -> str:
     if "input_resolution" in state or state["visual.conv1.weight"].dtype == torch.float16:
         return "openai"
     return "open_clip"
-
-
-def weights_hint(cfg: Mapping[str, Any]) -> str:
-    """The ways out when pretrained weights are missing."""
-    return (
-        f"Pretrained weights for {cfg.get('arch')} ({cfg.get('pretrained')}) are not available on this "
-        "machine and cannot be downloaded. Ways out: (1) point to a local checkpoint with "
-        "`--config model=checkpoint model__arch=<ARCH> model__checkpoint=/path/to/weights.pt`; "
-        "(2) fill the Hugging Face cache on a machine with internet and run with HF_HUB_OFFLINE=1 "
-        "(model__cache_dir selects another cache); (3) `--config model=tiny_random` for a smoke run "
-        "with random weights."
-    )
-
-
-def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
-    """Return the local path of a model's pretrained weights, downloading them if possible.
-
-    Raises :class:`WeightsUnavailableError` naming the ways out when they cannot be had.
-    Only the ``open_clip`` source downloads; checkpoints must exist; random models need none.
-    """
-    source = cfg["source"]
-    if source == "random":
-        return None
-    if source == "planted":  # written by the workflow before any job loads it
-        return None
-    if source == "checkpoint":
-        path = Path(cfg["checkpoint"]).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailableError(f"model.checkpoint {path} does not exist")
-        return str(path)
-    pretrained_cfg = open_clip.get_pretrained_cfg(cfg["arch"], cfg["pretrained"])
-    if not pretrained_cfg:
-        tags = open_clip.list_pretrained_tags_by_model(cfg["arch"])
-        raise WeightsUnavailableError(
-            f"model.pretrained={cfg['pretrained']!r} is no open_clip tag of {cfg['arch']}; valid: {tags}"
-        )
-    try:
-        return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cfg.get("cache_dir"))
-    except Exception as error:  # network errors come in many types
-        raise WeightsUnavailableError(f"{weights_hint(cfg)}\nCause: {error}") from error
 
 
 def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cliplens.architectures import architecture_config
 from cliplens.textpools import (
     BUILTIN_POOL,
     POOL_NAMES,
@@ -38,9 +39,7 @@ def decomposable(model_cfg: Mapping[str, Any]) -> bool:
     without a known architecture (an OpenAI checkpoint without ``model.arch``) counts as
     supported; its job then fails with the decomposition's own message if it is not.
     """
-    import open_clip  # only when the interpretation targets are planned
-
-    config = open_clip.get_model_config(model_cfg["arch"]) if model_cfg.get("arch") else None
+    config = architecture_config(model_cfg.get("arch"))
     if config is None:
         return True
     vision = config.get("vision_cfg", {})

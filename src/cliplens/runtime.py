@@ -1,4 +1,4 @@
-"""Plumbing for the scripts Snakemake runs: logging into the rule's log file."""
+"""Plumbing for the scripts Snakemake runs: logging into the rule's log file, the device a job runs on."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Terminated(SystemExit):
@@ -101,3 +105,14 @@ def _log_to(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         finally:
             root.removeHandler(handler)
             sys.stderr.flush()
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device a model config's ``device`` names: 'auto' picks CUDA when present, else CPU.
+    Imports torch only here, so that planning a run (which asks whether a model job needs the GPU
+    slot) imports neither open_clip nor torchvision."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -53,7 +53,7 @@ def model_job_threads(wildcards):
 @functools.cache
 def runs_on_cuda(device):
     """Whether a model configured for ``device`` runs on CUDA on this machine (torch is imported only when asked)."""
-    from cliplens.models import resolve_device
+    from cliplens.runtime import resolve_device
 
     return resolve_device(device).type == "cuda"
 
@@ -110,7 +110,7 @@ onstart:
     # Stop before any job writes output when a model's pretrained weights cannot be had, or (jobs
     # running on this machine) its device does not exist here.
     from cliplens.config import ConfigError, validate_device
-    from cliplens.models import WeightsUnavailableError, ensure_weights
+    from cliplens.weights import WeightsUnavailableError, ensure_weights
 
     for model_cfg in CFG["model_grid"].values():
         try:

@@ -50,12 +50,11 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
 def _validate_heads(interpret_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> None:
     """``interpret.queries.heads`` must name heads the model has and the decomposition stores
     (every layer with ``store_all_heads``, else the last ``layers``); checked where the architecture is known."""
-    import open_clip
-
+    from cliplens.architectures import architecture_config
     from cliplens.planning import decomposable
 
     requested = interpret_cfg["queries"]["heads"]
-    vision = (open_clip.get_model_config(model_cfg["arch"]) or {}).get("vision_cfg", {}) if model_cfg.get("arch") else {}
+    vision = (architecture_config(model_cfg.get("arch")) or {}).get("vision_cfg", {})
     if not requested or not decomposable(model_cfg) or not isinstance(vision.get("layers"), int):
         return
     num_layers, num_heads = vision["layers"], vision["width"] // vision.get("head_width", 64)

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-import torchvision.transforms.v2.functional as tvf
 from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from cliplens.perturbation import PARAMETER_DOMAINS
 from cliplens.pixels import float_dtype, uint8_images, unit_pixels
@@ -36,6 +34,10 @@ _SEPARABLE_TAPS_MAX = 63  # longer Gaussian kernels are applied by FFT
 
 
 _CPU_CHUNK_PIXELS = 8 * 224 * 224  # CPU batches run in chunks this large: small temporaries stay cached
+
+
+# torchvision is imported inside the five families that use it: importing it takes about 1.5 s
+# (it imports torch._dynamo), which validating a config (FAMILIES, resolve_params) need not pay.
 
 
 @dataclass(frozen=True)
@@ -555,6 +557,8 @@ def _jpeg_compression(images: Tensor, seeds: Tensor, *, quality: float) -> Tenso
     torchvision's batched ``encode_jpeg``/``decode_jpeg``: libjpeg on the CPU (bit-identical to
     PIL's encoder used by imagecorruptions), nvJPEG for CUDA tensors. Encodes 8-bit images as they
     are (the embedding step hands over the decoded bytes), [0, 1] floats rounded to 8 bits."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
     if images.dtype == torch.uint8:
         pixels = images
     else:  # 255 x + 0.5 truncated is 255 x rounded; written interleaved (H, W, 3), as libjpeg reads them
@@ -665,6 +669,8 @@ def _rotation(images: Tensor, seeds: Tensor, *, degrees: float) -> Tensor:
 def _zoom(images: Tensor, seeds: Tensor, *, scale: float) -> Tensor:
     """Zoom out: the image shrinks to ``scale`` of its size (0.9, 0.75, 0.6, 0.45, 0.3), antialiased,
     centred on a black (0) canvas."""
+    import torchvision.transforms.v2.functional as tvf
+
     height, width = images.shape[-2:]
     small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
     small = tvf.resize(images, [small_h, small_w], antialias=True)
@@ -742,12 +748,16 @@ def _background_mask(images: Tensor, seeds: Tensor, *, opacity: float, fill: flo
 @_family("colour", {"strength": (0.2, 0.4, 0.6, 0.8, 1.0)})
 def _grayscale(images: Tensor, seeds: Tensor, *, strength: float) -> Tensor:
     """Blends towards the luma grayscale image with ``strength`` (0.2, 0.4, 0.6, 0.8, 1)."""
+    import torchvision.transforms.v2.functional as tvf
+
     return tvf.adjust_saturation(images, 1.0 - strength)
 
 
 @_family("colour", {"shift": (0.05, 0.1, 0.2, 0.3, 0.5)})
 def _hue_shift(images: Tensor, seeds: Tensor, *, shift: float) -> Tensor:
     """Rotates the HSV hue by ``shift`` turns (0.05, 0.1, 0.2, 0.3, 0.5; at most 0.5)."""
+    import torchvision.transforms.v2.functional as tvf
+
     return tvf.adjust_hue(images, shift)
 
 
@@ -755,4 +765,6 @@ def _hue_shift(images: Tensor, seeds: Tensor, *, shift: float) -> Tensor:
 def _invert(images: Tensor, seeds: Tensor, *, threshold: float) -> Tensor:
     """Colour inversion of the channel values >= ``threshold`` (0.8, 0.6, 0.4, 0.2, 0), i.e. solarisation;
     severity 5 inverts the whole image."""
+    import torchvision.transforms.v2.functional as tvf
+
     return tvf.solarize(images, threshold)

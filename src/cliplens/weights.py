@@ -1,0 +1,58 @@
+"""Where a model's weights come from, checked before any job runs: pretrained open_clip weights
+(found in the cache or downloaded), a local checkpoint, or none (random and planted models).
+
+Cheap to import: the workflow's start checks every model with :func:`ensure_weights`, and only
+pretrained weights need open_clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights can neither be found locally nor downloaded."""
+
+
+def weights_hint(cfg: Mapping[str, Any]) -> str:
+    """The ways out when pretrained weights are missing."""
+    return (
+        f"Pretrained weights for {cfg.get('arch')} ({cfg.get('pretrained')}) are not available on this "
+        "machine and cannot be downloaded. Ways out: (1) point to a local checkpoint with "
+        "`--config model=checkpoint model__arch=<ARCH> model__checkpoint=/path/to/weights.pt`; "
+        "(2) fill the Hugging Face cache on a machine with internet and run with HF_HUB_OFFLINE=1 "
+        "(model__cache_dir selects another cache); (3) `--config model=tiny_random` for a smoke run "
+        "with random weights."
+    )
+
+
+def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
+    """Return the local path of a model's pretrained weights, downloading them if possible.
+
+    Raises :class:`WeightsUnavailableError` naming the ways out when they cannot be had.
+    Only the ``open_clip`` source downloads; checkpoints must exist; random models need none.
+    """
+    source = cfg["source"]
+    if source == "random":
+        return None
+    if source == "planted":  # written by the workflow before any job loads it
+        return None
+    if source == "checkpoint":
+        path = Path(cfg["checkpoint"]).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(f"model.checkpoint {path} does not exist")
+        return str(path)
+    import open_clip  # only here: a workflow of random, planted or checkpoint models never imports it to start
+
+    pretrained_cfg = open_clip.get_pretrained_cfg(cfg["arch"], cfg["pretrained"])
+    if not pretrained_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(cfg["arch"])
+        raise WeightsUnavailableError(
+            f"model.pretrained={cfg['pretrained']!r} is no open_clip tag of {cfg['arch']}; valid: {tags}"
+        )
+    try:
+        return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cfg.get("cache_dir"))
+    except Exception as error:  # network errors come in many types
+        raise WeightsUnavailableError(f"{weights_hint(cfg)}\nCause: {error}") from error
