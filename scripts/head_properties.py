@@ -4,9 +4,8 @@ import pandas as pd
 
 from cliplens.interpret.figures import plot_head_properties, plot_interpretability_metrics
 from cliplens.interpret.labels import interpretability_metrics, label_heads, read_property_embeddings
-from cliplens.io import atomic_output
+from cliplens.io import atomic_output, read_pool_embeddings
 from cliplens.runtime import job_logging
-from cliplens.text import read_pool_embeddings
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output

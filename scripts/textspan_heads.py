@@ -4,9 +4,8 @@ from cliplens.interpret.contributions import ContributionStore
 from cliplens.interpret.figures import plot_textspan
 from cliplens.interpret.neighbours import analysed_layers
 from cliplens.interpret.textspan import textspan_heads
-from cliplens.io import atomic_output
+from cliplens.io import atomic_output, read_pool_embeddings
 from cliplens.runtime import job_logging
-from cliplens.text import read_pool_embeddings
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output

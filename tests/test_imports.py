@@ -1,8 +1,8 @@
 """Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
 that draw stored maps without open_clip and torchvision, jobs that draw perturbed images without
 open_clip (torchvision only once a family that needs it runs), no job pays for scipy.stats (0.4 s)
-until it tests, and planning a run (validating the config, naming the jobs) imports neither
-open_clip nor torchvision."""
+until it tests or for Hydra (only planning composes the config), and planning a run (validating
+the config, naming the jobs) imports neither open_clip nor torchvision."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ TABLE_ONLY_SCRIPTS = [
     "perturbation_figures",
     "summarise_embeddings",
     "model_comparison",
+    "head_properties",
 ]
 """Scripts that read the manifest, embeddings or statistics tables and write tables or plots."""
 
@@ -37,12 +38,14 @@ TABLE_ONLY_MODULES = [
     "cliplens.perturbation.summary",
     "cliplens.explain.figures",
     "cliplens.interpret.figures",
+    "cliplens.interpret.labels",
 ]
 
 
 def _heavy_modules_after(code: str) -> list[str]:
-    """Which of torch, torchvision, open_clip, scipy.stats a fresh interpreter has imported after running ``code``."""
-    heavy = ("torch", "torchvision", "open_clip", "scipy.stats")
+    """Which of torch, torchvision, open_clip, scipy.stats, hydra (0.2 s: config composition, which only
+    planning needs) a fresh interpreter has imported after running ``code``."""
+    heavy = ("torch", "torchvision", "open_clip", "scipy.stats", "hydra")
     check = code + f"\nimport sys\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
     return [name for name in result.stdout.strip().split(",") if name]
@@ -86,7 +89,7 @@ def test_planning_a_run_imports_neither_open_clip_nor_torchvision() -> None:
         "    [decomposable(m) for m in cfg['model_grid'].values()]\n"
         "resolve_device('auto')"
     )
-    assert _heavy_modules_after(code) == ["torch"]
+    assert _heavy_modules_after(code) == ["torch", "hydra"]
 
 
 def test_table_only_library_modules_import_no_torch() -> None:

@@ -157,6 +157,13 @@ def read_embeddings(
     return table.drop(["embedding"]).to_pandas(), table_embeddings(table)
 
 
+def read_pool_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Texts and embeddings [M, D] of a text-pool file (``cliplens.text.write_pool_embeddings``), in pool order."""
+    rows, embeddings = read_embeddings(path)
+    order = np.argsort(rows["text_index"].to_numpy())
+    return rows["text"].to_numpy()[order].tolist(), embeddings[order]
+
+
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     """The provenance record stored in a file's schema metadata."""
     metadata = pq.read_schema(path).metadata or {}

@@ -12,7 +12,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from cliplens.io import EmbeddingWriter, embedding_schema, read_embeddings
+from cliplens.io import EmbeddingWriter, embedding_schema
 from cliplens.models import LoadedModel, inference_mode
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -164,13 +164,6 @@ def write_pool_embeddings(loaded: LoadedModel, texts: Sequence[str], templates: 
     embeddings = encode_texts(loaded, texts, templates)
     provenance = {**loaded.provenance, "templates": templates}
     _write_texts(path, POOL_FIELDS, {"text_index": range(len(texts)), "text": list(texts)}, embeddings, provenance)
-
-
-def read_pool_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Texts and embeddings [M, D] of a pool file, in pool order."""
-    rows, embeddings = read_embeddings(path)
-    order = np.argsort(rows["text_index"].to_numpy())
-    return rows["text"].to_numpy()[order].tolist(), embeddings[order]
 
 
 def label_features(loaded: LoadedModel, labels: Sequence[str], templates: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,9 @@ from cliplens.explore.data import Run, as_pil, overlay
 from cliplens.interpret.contributions import ContributionStore
 from cliplens.interpret.neighbours import head_image_neighbours, nearest_neighbours
 from cliplens.interpret.token_maps import head_token_terms, topic_maps
+from cliplens.io import read_pool_embeddings
 from cliplens.planning import pool_key
-from cliplens.text import encode_texts, read_pool_embeddings
+from cliplens.text import encode_texts
 
 K = 5
 

@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cliplens.config import ConfigError
-
 
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """The text pool and the property descriptions must be readable; queried properties must exist
     (called before any job runs)."""
     interpret_cfg = cfg["interpret"]
+    from cliplens.config import ConfigError  # here: every interpretation job imports this package, only planning validates
     from cliplens.textpools import (
         POOL_NAMES,
         TEXTSPAN_POOLS,
@@ -51,6 +50,7 @@ def _validate_heads(interpret_cfg: Mapping[str, Any], model_cfg: Mapping[str, An
     """``interpret.queries.heads`` must name heads the model has and the decomposition stores
     (every layer with ``store_all_heads``, else the last ``layers``); checked where the architecture is known."""
     from cliplens.architectures import architecture_config
+    from cliplens.config import ConfigError
     from cliplens.planning import decomposable
 
     requested = interpret_cfg["queries"]["heads"]

@@ -6,24 +6,31 @@ Deterministic throughout; formulas in docs/methods.md.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.special import entr
 
 from cliplens.io import read_embeddings
 from cliplens.metrics import unit_rows
-from cliplens.models import LoadedModel
-from cliplens.text import PROPERTY_FIELDS, _write_texts, encode_prompts
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+    from cliplens.models import LoadedModel
+
+# Labelling heads reads stored embeddings only: the model side (encoding the property descriptions)
+# imports torch and open_clip inside its two functions, so that the job that labels heads does not.
+ArrayLike: TypeAlias = "np.ndarray | torch.Tensor"
 
 
 def _numpy(array: ArrayLike) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported
+    if torch is not None and isinstance(array, torch.Tensor):
         return array.detach().cpu().float().numpy()
     return np.asarray(array, dtype=np.float32)
 
@@ -39,6 +46,8 @@ class PropertyEmbeddings:
 
 def encode_properties(loaded: LoadedModel, properties: dict[str, list[str]]) -> PropertyEmbeddings:
     """Embed every description of every property (see :func:`cliplens.textpools.load_properties`)."""
+    from cliplens.text import encode_prompts
+
     names = list(properties)
     descriptions = [text for name in names for text in properties[name]]
     owner = np.repeat(np.arange(len(names)), [len(properties[name]) for name in names])
@@ -150,6 +159,8 @@ def interpretability_metrics(
 
 def write_property_embeddings(loaded: LoadedModel, properties: Mapping[str, list[str]], path: str | os.PathLike) -> None:
     """Embed every description of every property (rows grouped by property, in file order)."""
+    from cliplens.text import PROPERTY_FIELDS, _write_texts
+
     encoded = encode_properties(loaded, dict(properties))
     columns = {
         "property": [encoded.names[i] for i in encoded.owner],

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cliplens.config import ConfigError
-
 
 @dataclass(frozen=True)
 class Domain:
@@ -76,6 +74,7 @@ parameters not listed take any finite number."""
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Every configured family must exist and take its parameters, each value inside its domain
     (called before any job runs)."""
+    from cliplens.config import ConfigError  # here: every perturbation job imports this package, only planning validates
     from cliplens.perturbation.families import resolve_params
 
     for family, params in cfg["perturbation"]["families"].items():
