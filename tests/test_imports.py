@@ -1,5 +1,5 @@
 """Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
-that draw stored maps without open_clip and torchvision, jobs that draw perturbed images without
+that draw stored maps or compute from a stored decomposition without open_clip and torchvision, jobs that draw perturbed images without
 open_clip (torchvision only once a family that needs it runs), no job pays for scipy.stats (0.4 s)
 until it tests or for Hydra (only planning composes the config), and planning a run (validating
 the config, naming the jobs) imports neither open_clip nor torchvision."""
@@ -25,6 +25,9 @@ TABLE_ONLY_SCRIPTS = [
 
 STORED_MAP_SCRIPTS = ["explain_figures"]
 """Scripts that draw stored score maps over images: torch renders the maps; no model code."""
+
+STORED_DECOMPOSITION_SCRIPTS = ["textspan_heads", "mean_ablation"]
+"""Scripts that compute from a stored decomposition (TEXTSPAN, mean ablation): torch; no model code."""
 
 PERTURBING_SCRIPTS = ["perturbation_galleries"]
 """Scripts that draw images under perturbations: torch perturbs; no model code."""
@@ -63,6 +66,11 @@ def test_table_only_scripts_import_no_torch(script: str) -> None:
 
 @pytest.mark.parametrize("script", STORED_MAP_SCRIPTS)
 def test_stored_map_scripts_import_no_model_code(script: str) -> None:
+    assert _heavy_modules_after(_imports_of(script)) == ["torch"]
+
+
+@pytest.mark.parametrize("script", STORED_DECOMPOSITION_SCRIPTS)
+def test_stored_decomposition_scripts_import_no_model_code(script: str) -> None:
     assert _heavy_modules_after(_imports_of(script)) == ["torch"]
 
 

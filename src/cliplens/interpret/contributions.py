@@ -8,18 +8,22 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import DTypeLike
-from torchvision.transforms.v2 import functional as TF
 
-from cliplens.images import iterate_batches, pixel_transform
-from cliplens.interpret.decompose import ConstantSplit, Decomposition, decompose
 from cliplens.io import _save_npy, atomic_output, write_table
-from cliplens.models import LoadedModel
+
+if TYPE_CHECKING:
+    from cliplens.interpret.decompose import ConstantSplit, Decomposition
+    from cliplens.models import LoadedModel
+
+# The store is read by jobs that run no model (TEXTSPAN, mean ablation): the model side of this
+# module (decomposing, loading images) imports open_clip's and torchvision's code inside its two
+# functions, so that those jobs start without them.
 
 STORE_FORMAT = "cliplens-head-contributions/1"
 
@@ -127,6 +131,8 @@ def write_head_contributions(
     and ``meta.json`` (which records ``constant_split``, see :func:`decompose`). Memory is
     bounded by ``rows_per_shard`` plus one batch, not by the number of images.
     """
+    from cliplens.interpret.decompose import decompose
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pending: list[Contributions] = []
@@ -236,6 +242,10 @@ def decompose_dataset(
     ``head_layers``: heads of the last n layers are stored (None: every layer's);
     ``constant_split``: see :func:`decompose`.
     """
+    from torchvision.transforms.v2 import functional as TF
+
+    from cliplens.images import iterate_batches, pixel_transform
+
     rows = manifest.head(max_images)
     batches = (
         (batch["image_id"].tolist(), TF.normalize(pixels, loaded.mean, loaded.std))
