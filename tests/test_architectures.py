@@ -3,10 +3,14 @@ must agree with open_clip's own registry, cliplens' configs included, name for n
 
 from __future__ import annotations
 
+import importlib.util
+from types import SimpleNamespace
+
 import open_clip
 import pytest
 
 import cliplens.models  # noqa: F401  (registers cliplens' configs with open_clip)
+from cliplens import architectures
 from cliplens.architectures import architecture_config, known_architectures
 
 
@@ -30,3 +34,9 @@ def test_a_config_is_a_copy() -> None:
     config = architecture_config("ViT-B-32")
     config["vision_cfg"]["layers"] = 1
     assert architecture_config("ViT-B-32")["vision_cfg"]["layers"] == 12
+
+
+def test_an_open_clip_without_its_config_folder_is_named(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path)]))
+    with pytest.raises(ModuleNotFoundError, match="open_clip has no architecture configs at"):
+        architectures._open_clip_config_dir()

@@ -31,7 +31,10 @@ def _open_clip_config_dir() -> Path:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("open_clip is not installed (pip install open_clip_torch)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    if not folder.is_dir():  # a future open_clip may keep them elsewhere: fail loudly, not with an empty registry
+        raise ModuleNotFoundError(f"open_clip has no architecture configs at {folder}; cliplens reads them from there")
+    return folder
 
 
 def _natural_key(name: str) -> list[int | str]:
