@@ -12,7 +12,6 @@ from typing import Any
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """The text pool and the property descriptions must be readable; queried properties must exist
     (called before any job runs)."""
-    interpret_cfg = cfg["interpret"]
     from cliplens.config import ConfigError  # here: every interpretation job imports this package, only planning validates
     from cliplens.textpools import (
         POOL_NAMES,
@@ -21,6 +20,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         load_properties,
         textspan_pool_path,
     )
+
+    interpret_cfg = cfg["interpret"]
 
     pool, pool_dir = interpret_cfg["textspan"]["pool"], interpret_cfg["textspan"]["pool_dir"]
     try:
