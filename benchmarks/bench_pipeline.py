@@ -16,8 +16,11 @@ built. Printed, and written as CSV (one row per rule plus a total):
   ``cliplens.runtime.resources_used``: start-up included; Snakemake's own ``cpu_time`` samples the
   process at intervals and misses up to the last 30 s of a job), and the estimated start-up: the
   import time of its script measured in a fresh interpreter, times its jobs;
-- the share of figure jobs and of start-up in all job-seconds, the figure jobs' CPU seconds as a
-  share of the run's core-seconds (cores x wall), and the size of the report;
+- per rule, the CPU seconds its jobs spent saving figures (layout, drawing, encoding: logged on the
+  same line); rules that only draw figures count whole, start-up included;
+- the share of figure jobs and of start-up in all job-seconds; the CPU of every figure (the figure
+  jobs' CPU plus the saving in the other jobs) as a share of the run's core-seconds (cores x wall);
+  and of the run's CPU seconds (which does not depend on the load); the size of the report;
 - with ``--without-figures``, the same run again on another fresh copy without the figure jobs
   (``--omit-from``): the difference of the two wall times is what the figures cost the run.
   One pair reads anywhere from 2% to 20% on a 2-core machine whose speed drifts; ``--pairs N``
@@ -49,7 +52,8 @@ LOG_TIME = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 JOB_START = re.compile(r"^(?:local)?rule (\w+):$")
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
 JOB_END = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
-RESOURCES = re.compile(r"resources used: cpu ([\d.]+) s, peak rss \d+ MB\n?$")
+RESOURCES = re.compile(r"resources used: cpu ([\d.]+) s, peak rss \d+ MB(?:, \d+ figures saved in ([\d.]+) cpu s)?\n?$")
+"""The last line of a finished job's log (``cliplens.runtime.RESOURCES_LINE``; older logs lack the figures)."""
 
 
 def machine_unit() -> float:
@@ -146,13 +150,14 @@ def benchmark_seconds(workdir: Path) -> dict[str, list[float]]:
     return found
 
 
-def logged_cpu_seconds(workdir: Path) -> dict[str, list[float]]:
-    """Per rule: the CPU seconds each finished job logged as its last line (``resources_used``)."""
-    found: dict[str, list[float]] = defaultdict(list)
+def logged_cpu_seconds(workdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per rule: (CPU seconds, of which saving figures) that each finished job logged as its last
+    line (``resources_used``)."""
+    found: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for log in (workdir / "logs").rglob("*.log"):
         if (match := RESOURCES.search(log.read_text())) is not None:
             rule = Path(log.relative_to(workdir / "logs").parts[0]).stem  # logs/<rule>/... or logs/<rule>.log
-            found[rule].append(float(match[1]))
+            found[rule].append((float(match[1]), float(match[2] or 0)))
     return found
 
 
@@ -184,12 +189,14 @@ def analyse(workdir: Path) -> list[dict]:
         seconds = measured[rule] if from_benchmarks else per_rule[rule]
         script = workdir / "scripts" / f"{rule}.py"
         startup = import_seconds(script) if script.is_file() else 0.0
+        logged = len(cpu[rule]) == len(seconds)
         rows.append(
             {
                 "rule": rule,
                 "jobs": len(seconds),
                 "job_s": round(sum(seconds), 1),
-                "cpu_s": round(sum(cpu[rule]), 1) if len(cpu[rule]) == len(seconds) else "",
+                "cpu_s": round(sum(c for c, _ in cpu[rule]), 1) if logged else "",
+                "saving_figures_cpu_s": round(sum(f for _, f in cpu[rule]), 1) if logged else "",
                 "source": "benchmark" if from_benchmarks else "log",
                 "startup_s": round(startup * len(seconds), 1),
                 "figures": rule in FIGURE_RULES,
@@ -305,12 +312,14 @@ def main() -> None:
     figures = sum(r["job_s"] for r in rows if r["figures"])
     unlogged = [r["rule"] for r in rows if r["figures"] and r["cpu_s"] == ""]
     figure_cpu = sum(r["cpu_s"] for r in rows if r["figures"] and r["rule"] not in unlogged)
+    saving_elsewhere = sum(r["saving_figures_cpu_s"] or 0 for r in rows if not r["figures"])
     startup = sum(r["startup_s"] for r in rows)
     summary = {
         "rule": "TOTAL",
         "jobs": sum(r["jobs"] for r in rows),
         "job_s": round(total, 1),
         "cpu_s": round(cpu, 1) if cpu is not None else "",
+        "saving_figures_cpu_s": round(sum(r["saving_figures_cpu_s"] or 0 for r in rows), 1),
         "source": f"wall {wall:.1f} s",
         "startup_s": round(startup, 1),
         "figures": f"{figures / total:.0%} of job-s",
@@ -327,8 +336,8 @@ def main() -> None:
         f"machine unit: {unit:.2f} s ({UNIT_REPEATS} float32 {UNIT_SIZE}x{UNIT_SIZE} matmuls, 1 thread; before {unit_before:.2f})"
     )
     print()
-    print("| rule | jobs | job-seconds | CPU seconds | source | start-up (est.) | figure job |")
-    print("|---|---|---|---|---|---|---|")
+    print("| rule | jobs | job-seconds | CPU seconds | of which saving figures | source | start-up (est.) | figure job |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in [*rows, summary]:
         print("| " + " | ".join(str(value) for key, value in row.items() if key != "wall_without_figures_s") + " |")
     print()
@@ -341,6 +350,14 @@ def main() -> None:
         f"figure jobs: {figure_cpu:.1f} CPU s (logged by the jobs) = {figure_cpu / (args.cores * wall):.0%} "
         f"of the run's {args.cores} x {wall:.1f} core-seconds"
         + (f" (WARNING: no CPU logged by every job of {', '.join(unlogged)}: left out)" if unlogged else "")
+    )
+    every_figure = figure_cpu + saving_elsewhere
+    jobs_cpu = sum(r["cpu_s"] or 0 for r in rows)
+    run_cpu, run_cpu_source = (cpu, "all its processes") if cpu else (jobs_cpu, "its jobs, as logged")
+    print(
+        f"every figure: {every_figure:.1f} CPU s (the figure jobs' {figure_cpu:.1f} s + {saving_elsewhere:.1f} s saving "
+        f"figures in the other jobs) = {every_figure / (args.cores * wall):.0%} of the run's core-seconds"
+        + f", {every_figure / run_cpu:.0%} of its {run_cpu:.1f} CPU s ({run_cpu_source}; other load does not change this share)"
     )
     if pairs:
         print(figure_cost(pairs))

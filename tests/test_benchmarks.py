@@ -73,10 +73,16 @@ def test_per_rule_seconds_from_benchmark_files_and_the_jobs_last_log_line(tmp_pa
 
     (tmp_path / "logs" / "embed_images").mkdir(parents=True)
     (tmp_path / "logs" / "embed_images" / "a.log").write_text(f"started\n{resources_used()}\n")
-    (tmp_path / "logs" / "report.log").write_text("resources used: cpu 3.25 s, peak rss 100 MB\n")
+    (tmp_path / "logs" / "report.log").write_text("resources used: cpu 3.25 s, peak rss 100 MB\n")  # an older log
+    (tmp_path / "logs" / "plots").mkdir()
+    (tmp_path / "logs" / "plots" / "m.log").write_text(
+        "resources used: cpu 9.50 s, peak rss 180 MB, 12 figures saved in 6.25 cpu s\n"
+    )
     (tmp_path / "logs" / "failed.log").write_text("Traceback ...\n")  # a failed job logs no resources
     cpu = bench_pipeline.logged_cpu_seconds(tmp_path)
-    assert set(cpu) == {"embed_images", "report"} and cpu["report"] == [3.25] and cpu["embed_images"][0] > 0
+    assert set(cpu) == {"embed_images", "report", "plots"}
+    assert cpu["report"] == [(3.25, 0.0)] and cpu["plots"] == [(9.5, 6.25)]
+    assert cpu["embed_images"][0][0] > 0
 
 
 def test_figure_cost_is_the_mean_share_with_its_standard_error() -> None:

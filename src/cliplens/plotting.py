@@ -30,6 +30,7 @@ from PIL import Image
 
 from cliplens.io import atomic_output
 from cliplens.metrics import as_numpy
+from cliplens.runtime import saving_figure
 
 RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS - not a result about any trained CLIP model"
 
@@ -70,22 +71,24 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool =
     """Save ``fig`` to ``path`` (PNG) and, for plots without pictures or when gallery PDFs are
     switched on, beside it as PDF, each via a temporary file; close it. Images are first reduced
     to the pixels they are drawn at (:func:`fit_images_to_display`); the layout runs once and each
-    format is drawn once. Returns the written paths."""
-    if random_weights:
-        mark_random_weights(fig)
-    png = Path(path)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    pictures = fit_images_to_display(fig, DPI)
-    targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
-    _lay_out_once(fig)
-    bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
-    for target in targets:
-        with atomic_output(target) as tmp:
-            if target.suffix == ".png":
-                _save_palette_png(fig, tmp, bbox)
-            else:
-                fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
-    plt.close(fig)
+    format is drawn once. Returns the written paths; the CPU time is counted in the job's last log
+    line (:func:`cliplens.runtime.saving_figure`)."""
+    with saving_figure():
+        if random_weights:
+            mark_random_weights(fig)
+        png = Path(path)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        pictures = fit_images_to_display(fig, DPI)
+        targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
+        _lay_out_once(fig)
+        bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+        for target in targets:
+            with atomic_output(target) as tmp:
+                if target.suffix == ".png":
+                    _save_palette_png(fig, tmp, bbox)
+                else:
+                    fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
+        plt.close(fig)
     return targets
 
 

@@ -10,7 +10,9 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -62,16 +64,42 @@ def job_logging(log_path: str | os.PathLike | None, threads: int | None = None) 
         log.info(resources_used())
 
 
-RESOURCES_LINE = "resources used: cpu {cpu:.2f} s, peak rss {rss:.0f} MB"
-"""The last line of a finished job's log (its CPU time counts its start-up: imports included)."""
+RESOURCES_LINE = "resources used: cpu {cpu:.2f} s, peak rss {rss:.0f} MB, {figures} figures saved in {figure_cpu:.2f} cpu s"
+"""The last line of a finished job's log (its CPU time counts its start-up: imports included; the
+figures' time is the CPU spent saving them: layout, drawing and encoding every format)."""
+
+
+@dataclass
+class FigureCost:
+    """Figures this process saved and the CPU seconds their saving took."""
+
+    count: int = 0
+    cpu: float = 0.0
+
+
+FIGURES_SAVED = FigureCost()
+"""What :func:`saving_figure` measured in this process (reported by :func:`resources_used`)."""
+
+
+@contextlib.contextmanager
+def saving_figure() -> Iterator[None]:
+    """Count the block as the saving of one figure and add its CPU time to :data:`FIGURES_SAVED`."""
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        FIGURES_SAVED.count += 1
+        FIGURES_SAVED.cpu += time.process_time() - start
 
 
 def resources_used() -> str:
     """CPU seconds (user + system) of this process and its waited-for children since they started,
-    and the peak resident memory of this process, as :data:`RESOURCES_LINE`."""
+    the peak resident memory of this process and the figures it saved, as :data:`RESOURCES_LINE`."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return RESOURCES_LINE.format(cpu=cpu, rss=_peak_rss_bytes(own) / 2**20)
+    return RESOURCES_LINE.format(
+        cpu=cpu, rss=_peak_rss_bytes(own) / 2**20, figures=FIGURES_SAVED.count, figure_cpu=FIGURES_SAVED.cpu
+    )
 
 
 def _peak_rss_bytes(own: resource.struct_rusage) -> float:
