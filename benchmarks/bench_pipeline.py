@@ -356,8 +356,8 @@ def main() -> None:
     run_cpu, run_cpu_source = (cpu, "all its processes") if cpu else (jobs_cpu, "its jobs, as logged")
     print(
         f"every figure: {every_figure:.1f} CPU s (the figure jobs' {figure_cpu:.1f} s + {saving_elsewhere:.1f} s saving "
-        f"figures in the other jobs) = {every_figure / (args.cores * wall):.0%} of the run's core-seconds"
-        + f", {every_figure / run_cpu:.0%} of its {run_cpu:.1f} CPU s ({run_cpu_source}; other load does not change this share)"
+        f"figures in the other jobs) = {every_figure / (args.cores * wall):.0%} of the run's core-seconds, "
+        f"{every_figure / run_cpu:.0%} of its {run_cpu:.1f} CPU s ({run_cpu_source}; other load does not change this share)"
     )
     if pairs:
         print(figure_cost(pairs))
