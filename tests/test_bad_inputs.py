@@ -104,6 +104,16 @@ def test_a_cuda_device_fails_before_any_job_when_jobs_run_here(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_checkpoint_of_another_arch_fails_before_any_job(tmp_path):
+    from cliplens.models import create_tiny_clip, save_checkpoint
+
+    path = save_checkpoint(create_tiny_clip("vit", seed=0), tmp_path / "tiny.pt")
+    result = snakemake(tmp_path, "--cores", "1", config=["model=checkpoint", f"model__checkpoint={path}"])
+    assert result.returncode != 0
+    assert "does not fit model.arch='ViT-B-32'" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "empty", "no_images"])
 def test_unusable_folder_paths_are_named(tmp_path, kind):
     path = tmp_path / "images"

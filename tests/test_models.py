@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from cliplens.config import ConfigError
 from cliplens.images import pixel_transform, pixels_of
 from cliplens.models import (
     build_module,
+    check_checkpoint_fits,
     create_tiny_clip,
     encode_pixels,
     save_checkpoint,
@@ -55,6 +57,16 @@ def test_checkpoint_formats_load_identical_embeddings(tmp_path, tiny_model_cfg, 
         torch.testing.assert_close(
             module.encode_text(tokens), _fp16_roundtrip(reference, fmt).encode_text(tokens), atol=tolerance, rtol=0
         )
+
+
+def test_a_checkpoint_that_does_not_fit_its_arch_names_model_arch(tmp_path, tiny_model_cfg):
+    path = save_checkpoint(create_tiny_clip("vit", seed=0), tmp_path / "tiny.pt")
+    fitting = {**tiny_model_cfg, "source": "checkpoint", "checkpoint": str(path), "name": "ckpt"}
+    check_checkpoint_fits(fitting)  # the tiny arch fits its own checkpoint
+    wrong = {**fitting, "arch": "ViT-B-32"}
+    for check in (check_checkpoint_fits, build_module):
+        with pytest.raises(ConfigError, match=r"does not fit model.arch='ViT-B-32'.*set model__arch"):
+            check(wrong)
 
 
 def _fp16_roundtrip(model, fmt):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from open_clip.model import build_model_from_openai_state_dict
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens.architectures import MODEL_CONFIG_DIR
+from cliplens.config import ConfigError
 from cliplens.download import sha256_of
 from cliplens.runtime import resolve_device
 from cliplens.weights import WeightsUnavailableError, ensure_weights
@@ -139,6 +141,51 @@ def _detect_format(path: Path) -> str:
     return "open_clip"
 
 
+@contextlib.contextmanager
+def _root_logging_silenced() -> Iterator[None]:
+    """Drop what is logged through the root logger meanwhile (and keep it from configuring itself)."""
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.removeHandler(handler)
+
+
+def checkpoint_mismatch(cfg: Mapping[str, Any], error: BaseException) -> ConfigError:
+    """The error of an open_clip-format checkpoint that does not fit ``model.arch``."""
+    return ConfigError(
+        f"model.checkpoint={cfg['checkpoint']!r} does not fit model.arch={cfg['arch']!r} "
+        f"({type(error).__name__}: {str(error).strip() or 'shapes differ'}); set model__arch to the open_clip "
+        "architecture the checkpoint was trained with (`cliplens list models` names cliplens's own, "
+        "`python -c 'import open_clip; print(open_clip.list_models())'` all of them)"
+    )
+
+
+def check_checkpoint_fits(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when a checkpoint model's file cannot be loaded into ``model.arch``.
+
+    The architecture is built on the meta device (no memory, no initialisation) and the file is loaded
+    into it with open_clip's own loader, so the check accepts exactly what a job would. OpenAI-format
+    files carry their architecture and are not checked.
+    """
+    path = Path(cfg["checkpoint"]).expanduser()
+    fmt = cfg.get("checkpoint_format", "auto")
+    if (_detect_format(path) if fmt == "auto" else fmt) == "openai":
+        return
+    with _root_logging_silenced():  # open_clip's "initialized randomly" is true but beside the point here
+        skeleton = open_clip.create_model(cfg["arch"], pretrained=None, device="meta")
+    with warnings.catch_warnings():  # copying into meta tensors is a no-op, as intended here
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            open_clip.load_checkpoint(skeleton, str(path), weights_only=True)
+        except (AssertionError, RuntimeError, KeyError) as error:
+            raise checkpoint_mismatch(cfg, error) from error
+
+
 def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the open_clip module a model config describes, with its provenance record."""
     source = cfg["source"]
@@ -170,7 +217,10 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
         if fmt == "openai":
             module = _load_openai_checkpoint(path, cfg.get("trust_torchscript", False))
         else:
-            module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
+            try:
+                module = open_clip.create_model(cfg["arch"], pretrained=str(path), weights_only=True)
+            except (AssertionError, RuntimeError, KeyError) as error:
+                raise checkpoint_mismatch(cfg, error) from error
         provenance.update(checkpoint=str(path), checkpoint_format=fmt, checkpoint_sha256=sha256_of(path))
     else:
         module = open_clip.create_model(cfg["arch"], pretrained=weights, weights_only=True, cache_dir=cfg.get("cache_dir"))

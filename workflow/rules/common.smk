@@ -107,8 +107,9 @@ def embedding_files(model, families):
 
 
 onstart:
-    # Stop before any job writes output when a model's pretrained weights cannot be had, or (jobs
-    # running on this machine) its device does not exist here.
+    # Stop before any job writes output when a model's pretrained weights cannot be had, a local
+    # checkpoint does not fit its architecture, or (jobs running on this machine) its device does
+    # not exist here.
     from cliplens.config import ConfigError, validate_device
     from cliplens.weights import WeightsUnavailableError, ensure_weights
 
@@ -117,6 +118,10 @@ onstart:
             if workflow.local_exec:
                 validate_device(model_cfg)
             ensure_weights(model_cfg)
+            if model_cfg["source"] == "checkpoint":
+                from cliplens.models import check_checkpoint_fits  # imports torch: only for checkpoints
+
+                check_checkpoint_fits(model_cfg)
         except (ConfigError, WeightsUnavailableError) as error:
             raise WorkflowError(f"cliplens configuration: {error}") from None
 
