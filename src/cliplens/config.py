@@ -1,7 +1,8 @@
 """Configuration: Hydra composes the config tree, cliplens validates it and hands plain dicts on.
 
 Snakemake's ``--config key=value`` pairs (and ``--configfile`` contents) become Hydra overrides,
-so ``snakemake --config model=vit_b_16_openai dataset.mirror=path/to/x`` works as in any Hydra app.
+so ``snakemake --config model=vit_b_16_openai dataset__mirror=path/to/x`` works as in any Hydra app
+(``__`` stands for the dot, which Snakemake does not accept in a key).
 Everything is validated before a job runs: unknown keys, unknown config-group options and
 out-of-range values fail with a message that names the key and the valid choices.
 """
@@ -96,7 +97,7 @@ def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any]:
             hint = f" (unknown key {key!r}; {_valid_keys_hint(config_dir, key)})"
         elif "Missing mandatory value" in message:
             message = f"{key} is missing"
-            hint = f" (set it, for example --config {str(key).replace('.', KEY_SEPARATOR)}=...)"
+            hint = f" (set it: {key}=... with cliplens run, --config {str(key).replace('.', KEY_SEPARATOR)}=... with snakemake)"
         raise ConfigError(f"invalid configuration: {message}{hint}") from error
 
 
