@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -80,6 +82,10 @@ def test_config_prints_the_resolved_config(capsys):
 def test_list_gives_one_line_per_choice(what, capsys):
     assert main(["list", what]) == 0
     lines = capsys.readouterr().out.splitlines()
+    if what in ("models", "datasets"):  # the default is starred, and a footnote says so
+        assert lines.pop() == f"(* the default {what[:-1]})"
+        default = {"models": "vit_b_32_openai", "datasets": "skimage_samples"}[what]
+        assert [line.split()[0] for line in lines if line.split()[1] == "*"] == [default]
     names = [line.split()[0] for line in lines]
     expected = {
         "models": sorted(p.stem for p in (CONFIG / "model").glob("[!_]*.yaml")),
@@ -88,9 +94,35 @@ def test_list_gives_one_line_per_choice(what, capsys):
         "methods": ["raw", "surgery", "gradcam"],
     }[what]
     assert names == expected
+    if what == "models":  # a description that wraps in the config file is given whole, up to its full stop
+        assert lines[names.index("planted_clip")].endswith("of the planted world (rule train_planted_model).")
     if what == "families":
         blur = lines[names.index("gaussian_blur")]
         assert "sigma: " + ", ".join(map(str, FAMILIES["gaussian_blur"].params["sigma"])) in blur
+
+
+def test_ctrl_c_stops_the_run_without_a_traceback(tmp_path):
+    """Ctrl-C signals the whole foreground process group: cliplens waits for snakemake to stop and exits 130."""
+    script = (
+        "import signal, sys, cliplens.cli as cli\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a background job inherits SIGINT ignored
+        "cli.snakemake_config = lambda config_dir, overrides: ([], {})\n"
+        "cli.snakemake_command = lambda pairs, args: ['sleep', '30']\n"
+        "sys.exit(cli.main(['run']))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        # wait for the child to start: the announcement of the command is printed just before
+        assert "cliplens: snakemake" in process.stderr.readline()
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in err and "interrupted" in err
 
 
 def test_run_adds_cores_only_when_none_given(tmp_path, monkeypatch):

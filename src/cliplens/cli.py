@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -171,7 +172,13 @@ def _run(overrides: Sequence[str], snakemake_args: Sequence[str]) -> int:
     pairs, _ = snakemake_config(workflow_dir(snakemake_args) / "config", overrides)
     command = snakemake_command(pairs, snakemake_args)
     print("cliplens: " + shlex.join(["snakemake", *command[3:]]), file=sys.stderr, flush=True)
-    return subprocess.call(command)
+    process = subprocess.Popen(command)
+    while True:
+        try:
+            code = process.wait()
+            return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+        except KeyboardInterrupt:  # Ctrl-C reached snakemake too (same process group): it stops its jobs and cleans up
+            print("cliplens: interrupted; snakemake is stopping its jobs", file=sys.stderr, flush=True)
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -191,7 +198,11 @@ def list_choices(what: str, config_dir: Path) -> list[str]:
     """One line per valid choice of ``models``, ``datasets``, ``families`` or ``methods`` (of ``explain.methods``)."""
     if what in ("models", "datasets"):
         group = what[:-1]
-        return [f"{name:22s} {_describe(config_dir / group / f'{name}.yaml')}" for name in group_options(config_dir, group)]
+        default = _default_option(config_dir, group)
+        return [
+            f"{name + (' *' if name == default else ''):22s} {_describe(config_dir / group / f'{name}.yaml')}"
+            for name in group_options(config_dir, group)
+        ] + [f"(* the default {group})"]
     if what == "families":
         from cliplens.perturbation.families import FAMILIES
 
@@ -207,17 +218,38 @@ def list_choices(what: str, config_dir: Path) -> list[str]:
     return [f"{name:22s} {' '.join((get_method(name).scores.__doc__ or '').split(chr(10) * 2)[0].split())}" for name in valid]
 
 
+def _default_option(config_dir: Path, group: str) -> str | None:
+    """The option of a config group that ``config.yaml``'s defaults list selects."""
+    defaults = yaml.safe_load((config_dir / "config.yaml").read_text())["defaults"]
+    return next((entry[group] for entry in defaults if isinstance(entry, dict) and group in entry), None)
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a config file's leading comment: up to a full stop, or a colon ending a line."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        line = line.lstrip("# ").strip()
+        if "@package" in line:
+            continue
+        if line.endswith(":"):
+            return " ".join([*words, line[:-1]])
+        stop = re.search(r"\.(\s|$)", line)
+        if stop:
+            return " ".join([*words, line[: stop.start() + 1]])
+        words.append(line)
+    return " ".join(words)
+
+
 def _describe(path: Path) -> str:
-    """A config file in one line: the settings it makes, then the first line of its leading comment."""
+    """A config file in one line: the settings it makes, then the first sentence of its leading comment."""
     text = path.read_text()
     data = yaml.safe_load(text) or {}
     settings = ", ".join(
         f"{k}={data[k]}" for k in ("arch", "pretrained", "source", "kind", "num_images") if data.get(k) is not None
     )
-    comment = next(
-        (line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#") and "@package" not in line), ""
-    )
-    return "; ".join(filter(None, [settings, comment.rstrip(":")]))
+    return "; ".join(filter(None, [settings, _first_sentence(text)]))
 
 
 LISTABLE = ("models", "datasets", "families", "methods")
