@@ -338,6 +338,19 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def test_a_dataset_that_cannot_be_downloaded_names_the_mirror(tmp_path):
+    unreachable = "http://127.0.0.1:9/set.zip"  # the discard port: connection refused
+    cfg = {
+        "name": "imagenet_samples",
+        "kind": "imagenet_samples",
+        "mirror": None,
+        "archives": [{"url": unreachable, "sha256": None}],
+    }
+    with pytest.raises(IncompleteDownloadError, match=r"dataset.mirror=.*dataset__mirror="):
+        prepare(cfg, tmp_path / "data")
+    assert not (tmp_path / "data" / "source").exists()
+
+
 def test_an_archive_already_downloaded_is_verified_before_extraction(tmp_path, server):
     httpd, base = server
     png = tmp_path / "x.png"

@@ -22,7 +22,14 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from cliplens.download import LOCK_FILE, ArchiveLock, download, safe_extract_zip, verify_archive
+from cliplens.download import (
+    LOCK_FILE,
+    ArchiveLock,
+    IncompleteDownloadError,
+    download,
+    safe_extract_zip,
+    verify_archive,
+)
 from cliplens.io import atomic_output
 
 log = logging.getLogger(__name__)
@@ -187,7 +194,13 @@ def _source_root(cfg: Mapping[str, Any], out_dir: Path, marker: str) -> Path:
             if local.exists():
                 verify_archive(local, archive["url"], archive["sha256"], lock)
             else:
-                download(archive["url"], local, archive["sha256"], lock)
+                try:
+                    download(archive["url"], local, archive["sha256"], lock)
+                except IncompleteDownloadError as error:
+                    raise IncompleteDownloadError(
+                        f"{error}. Without internet, read a local copy of dataset {cfg['name']!r} in place: "
+                        "dataset.mirror=/path/to/copy (snakemake --config dataset__mirror=/path/to/copy)"
+                    ) from error
             safe_extract_zip(local, staging)
         os.replace(staging, extracted)
     candidates = sorted({p.parent for p in extracted.rglob(marker)})
