@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from cliplens import training
 from cliplens.planted import PlantedConfig, caption, generate_split
 from cliplens.training import (
     TrainingConfig,
@@ -49,6 +51,17 @@ def test_two_runs_are_identical_and_the_loss_falls(world, settings):
     assert first[-1]["loss"] < first[0]["loss"]
     assert [row.get("probe") for row in first] == [None, None, 1.0, None, None, 1.0]
     assert not model.training
+
+
+def test_training_logs_its_progress_between_evaluations(world, monkeypatch, caplog):
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.0)  # every step a progress line
+    images, records = world
+    with caplog.at_level(logging.INFO, logger=training.log.name):
+        short_run(images, records, steps=4)
+    lines = [record.getMessage() for record in caplog.records if record.name == training.log.name]
+    assert lines[0].startswith("training 4 steps of 16 images on cpu")
+    progress = [line for line in lines if "of training left" in line]
+    assert [line.split()[1] for line in progress] == ["1/4", "2/4"]  # steps 3 and 4 log their evaluation
 
 
 def test_schedule_warms_up_then_decays_to_zero():

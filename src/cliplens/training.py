@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "cliplens-planted-vit"
 MAX_LOGIT_SCALE = 100.0
+PROGRESS_SECONDS = 30.0
+"""Between evaluations, a progress line (step, loss, time left) at most this often."""
 """CLIP's clamp on the learnable temperature (exp of the logit scale)."""
 
 CAPTION_SLOTS = ("size", "colour", "shape", "position", "background")
@@ -257,7 +259,8 @@ def train_clip(
 
     Each row holds step, loss, lr and seconds (training time so far, evaluation excluded). Every
     ``cfg.eval_every`` steps and at the last step, ``evaluate(model)``'s metrics join the row and a
-    progress line is logged. The model is left in eval mode.
+    progress line is logged; in between, a line with the time left every :data:`PROGRESS_SECONDS`.
+    The model is left in eval mode.
     """
     if len(images) != len(records) or len(images) < cfg.batch_size:
         raise ValueError(
@@ -275,7 +278,8 @@ def train_clip(
     model.to(cfg.device).train()
     optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
-    history, seconds = [], 0.0
+    history, seconds, logged = [], 0.0, 0.0
+    log.info("training %d steps of %d images on %s", cfg.steps, cfg.batch_size, cfg.device)
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
         batch = torch.randperm(len(pixels), generator=generator)[: cfg.batch_size]
@@ -310,6 +314,11 @@ def train_clip(
                 seconds,
                 "  ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("step", "loss", "lr", "seconds")),
             )
+            logged = seconds
+        elif seconds - logged >= PROGRESS_SECONDS:
+            left = seconds / step * (cfg.steps - step)
+            log.info("step %d/%d  loss %.4f  %.0f s, about %.0f s of training left", step, cfg.steps, row["loss"], seconds, left)
+            logged = seconds
         history.append(row)
     model.eval()
     return history
