@@ -97,6 +97,35 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
     assert {rule for rule, _ in resources_only} <= {"all"}
 
 
+def test_a_family_taken_out_of_the_grid_leaves_no_result_behind(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, symlinks=True)
+    families = list(yaml.safe_load((ROOT / "config/perturbation/smoke.yaml").read_text())["families"])
+    removed, kept = families[-1], families[:-1]
+    fewer = SMOKE + ["perturbation__families={" + ", ".join(f"{family}: {{}}" for family in kept) + "}"]
+    embeddings = run / "results/embeddings/model=tiny_random/dataset=skimage_samples"
+    figures = run / "results/figures"
+    left_behind = [
+        embeddings / f"perturbation={removed}",
+        figures / f"dataset=skimage_samples/perturbation/preview_{removed}.png",
+        figures / f"model=tiny_random/dataset=skimage_samples/perturbation/drift_{removed}.png",
+        figures / f"model=tiny_random/dataset=skimage_samples/perturbation/drift_{removed}.pdf",
+    ]
+    assert all(path.exists() for path in left_behind)
+    snakemake(run, "--cores", "1", "results/config/resolved.yaml", config=fewer)  # a chosen target: nothing removed
+    assert all(path.exists() for path in left_behind)
+
+    before = {path.relative_to(run) for path in (run / "results").rglob("*") if path.is_file()}
+    result = snakemake(run, "--cores", "2", config=fewer)
+    assert "results that the current configuration no longer produces" in result.stderr
+    assert not any(path.exists() for path in left_behind)
+    gone = before - {path.relative_to(run) for path in (run / "results").rglob("*") if path.is_file()}
+    assert gone and all(removed in str(path) for path in gone), sorted(gone)  # only the removed family's files
+    rows, _ = read_embeddings(embeddings)
+    assert set(rows["perturbation"]) == {"clean", *kept}
+    assert (run / "results/report.html").exists() == (smoke_run / "results/report.html").exists()  # not a result set
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

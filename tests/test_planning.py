@@ -118,3 +118,29 @@ def test_the_chains_to_the_longest_jobs_run_first(tmp_path):
     perturbation = {"embed_images", "embed_labels", "embed_drift_labels", "perturbation_stats"}
     perturbation |= {"perturbation_figures", "perturbation_galleries"}
     assert first == perturbation | {"explain_maps", "explain_evaluation"}
+
+
+def test_stale_results_are_what_no_job_writes_within_the_runs_result_sets(tmp_path):
+    from cliplens.planning import stale_results
+
+    results = tmp_path / "results"
+    base = results / "embeddings/model=m/dataset=d"
+    files = {
+        "kept shard": base / "perturbation=clean/shard=00000.parquet",
+        "removed family": base / "perturbation=rotation/shard=00000.parquet",
+        "extra shard": base / "perturbation=clean/shard=00001.parquet",
+        "plot": results / "figures/model=m/dataset=d/perturbation/drift_blur.png",
+        "its pdf": results / "figures/model=m/dataset=d/perturbation/drift_blur.pdf",
+        "pdf of a dropped plot": results / "figures/model=m/dataset=d/perturbation/drift_rotation.pdf",
+        "in a folder output": results / "interpret/model=m/dataset=d/contributions/00000.npy",
+        "other model": results / "embeddings/model=other/dataset=d/perturbation=rotation/shard=00000.parquet",
+        "other dataset": base.parent / "dataset=e/perturbation=rotation/shard=00000.parquet",
+        "no dataset": results / "report.html",
+        "a temporary": base / "perturbation=clean/.shard=00000.parquet.123.tmp",
+    }
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    outputs = [files["kept shard"], files["plot"], results / "interpret/model=m/dataset=d/contributions"]
+    stale = stale_results(results, ["m"], "d", [str(path) for path in outputs])
+    assert stale == sorted(files[name] for name in ("removed family", "extra shard", "pdf of a dropped plot"))

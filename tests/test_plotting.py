@@ -104,6 +104,9 @@ def test_pictures_get_png_only_unless_asked_and_plots_always_get_pdf(tmp_path: P
     plotting.set_gallery_pdf(True)
     assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".pdf", ".png"]
     assert (tmp_path / "asked.pdf").read_bytes().startswith(b"%PDF")
+    plotting.set_gallery_pdf(False)  # switched off again: the redrawn gallery leaves no PDF of the earlier run
+    assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".png"]
+    assert not (tmp_path / "asked.pdf").exists()
 
 
 def test_a_figure_is_laid_out_once_and_drawn_once_per_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,3 +111,28 @@ def within_workdir(path: Path) -> Path:
     """``path`` relative to the working directory when it lies below it: a job input that names a
     file of the project then stays the same when the project directory moves."""
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def stale_results(results_dir: str | Path, models: list[str], dataset: str, outputs: list[str]) -> list[Path]:
+    """Files of this run's result sets that none of its jobs writes: what an earlier configuration left.
+
+    A result set is the ``dataset=<dataset>`` folders of ``results_dir``, for the run's ``models``
+    where a path names a model (another model's or dataset's results are not this run's to judge).
+    ``outputs`` are the paths the run's jobs write, files or folders; a PDF beside a written PNG
+    counts as written. Hidden files (Snakemake's and the atomic writers' temporaries) are left alone.
+    """
+    written = {Path(path) for path in outputs}
+    stale = []
+    for path in sorted(Path(results_dir).rglob("*")):
+        parts = path.parts
+        if not path.is_file() or f"dataset={dataset}" not in parts or any(part.startswith(".") for part in parts):
+            continue
+        named_models = [part.removeprefix("model=") for part in parts if part.startswith("model=")]
+        if any(model not in models for model in named_models):
+            continue
+        if path in written or not written.isdisjoint(path.parents):
+            continue
+        if path.suffix == ".pdf" and path.with_suffix(".png") in written:
+            continue
+        stale.append(path)
+    return stale

@@ -71,7 +71,8 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool =
     """Save ``fig`` to ``path`` (PNG) and, for plots without pictures or when gallery PDFs are
     switched on, beside it as PDF, each via a temporary file; close it. Images are first reduced
     to the pixels they are drawn at (:func:`fit_images_to_display`); the layout runs once and each
-    format is drawn once. Returns the written paths; the CPU time is counted in the job's last log
+    format is drawn once; a PDF left beside the PNG by an earlier run is removed when none is written.
+    Returns the written paths; the CPU time is counted in the job's last log
     line (:func:`cliplens.runtime.saving_figure`)."""
     with saving_figure():
         if random_weights:
@@ -88,6 +89,8 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool =
                     _save_palette_png(fig, tmp, bbox)
                 else:
                     fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
+        if len(targets) == 1:  # a PDF from when gallery PDFs were switched on is no longer this figure
+            png.with_suffix(".pdf").unlink(missing_ok=True)
         plt.close(fig)
     return targets
 

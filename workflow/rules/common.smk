@@ -1,7 +1,7 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
 import functools
 
-from cliplens.planning import CLEAN, decomposable, interpret_figure_names, labelled, num_shards
+from cliplens.planning import CLEAN, decomposable, interpret_figure_names, labelled, num_shards, stale_results
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
@@ -124,6 +124,30 @@ onstart:
                 check_checkpoint_fits(model_cfg)
         except (ConfigError, WeightsUnavailableError) as error:
             raise WorkflowError(f"cliplens configuration: {error}") from None
+    remove_stale_results()
+
+
+def remove_stale_results():
+    """On a run of the whole workflow (its default target, nothing omitted), delete the files of this
+    run's result sets that no job of it writes (a family or label set taken out of the grid, fewer
+    shards, a figure no longer drawn), so that reading a results folder gives only current results."""
+    dag = workflow.dag
+    whole = {job.rule.name for job in dag.targetjobs} == {"all"}
+    if not whole or dag.untilrules or dag.untilfiles or dag.omitrules or dag.omitfiles:
+        return
+    from snakemake.logging import logger
+
+    stale = stale_results(RESULTS, MODELS, DATASET, [path for job in dag.jobs for path in job.output])
+    for path in stale:
+        path.unlink()
+        for folder in path.parents:  # and the folders this leaves empty (a hive partition of a removed family)
+            if folder == Path(RESULTS) or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    if stale:
+        logger.warning(
+            f"cliplens: removed {len(stale)} results that the current configuration no longer produces, " f"such as {stale[0]}"
+        )
 
 
 def has_random_weights(model):
