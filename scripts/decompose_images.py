@@ -8,7 +8,7 @@ from cliplens.runtime import job_logging
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
     store = decompose_dataset(
-        load_model(params.model),
+        load_model(params.model, resources.device),
         read_manifest(snakemake.input.manifest),
         snakemake.output[0],
         params.max_images,

@@ -15,7 +15,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg = params.segmentation
     manifest = read_manifest(snakemake.input.manifest)
     _, class_embeddings = read_embeddings(snakemake.input.labels)
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     scores = segmentation_scores(
         loaded,
         evaluation_rows(manifest, params.max_images),

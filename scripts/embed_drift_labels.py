@@ -7,7 +7,7 @@ from cliplens.text import encode_prompts
 
 with job_logging(snakemake.log[0], snakemake.threads):
     prompts = list(snakemake.params.prompts)
-    loaded = load_model(snakemake.params.model)
+    loaded = load_model(snakemake.params.model, snakemake.resources.device)
     embeddings = encode_prompts(loaded, prompts)
     schema = embedding_schema(
         TEXT_FIELDS, loaded.embed_dim, "float32", {**loaded.provenance, "label_set": snakemake.wildcards.label_set}

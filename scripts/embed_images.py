@@ -10,7 +10,7 @@ from cliplens.runtime import job_logging
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
     grid = params.perturbation
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, resources.device)
     manifest = read_manifest(snakemake.input.manifest)
     rows = shard_rows(manifest, int(snakemake.wildcards.shard), params.shard_size)
     specs = family_specs(grid["family"], grid.get("severities", []), grid.get("seeds", []), grid.get("params", {}))

@@ -8,7 +8,7 @@ from cliplens.text import TEMPLATE_SETS, encode_labels
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params = snakemake.params
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     names = read_manifest(snakemake.input.manifest).attrs["label_names"]
     templates = TEMPLATE_SETS[params.templates]
     embeddings = encode_labels(loaded, names, templates, snakemake.resources.batch_size)

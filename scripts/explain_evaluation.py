@@ -17,7 +17,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg = params.explain
     explanations = ExplanationScores.load(snakemake.input.maps)
     manifest = read_manifest(snakemake.input.manifest)
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     deletion, curves = deletion_insertion_scores(loaded, explanations, manifest, cfg, snakemake.resources.batch_size)
     tables = [deletion]
     segmentation = pd.DataFrame(columns=["method", "miou", "pixel_accuracy"])

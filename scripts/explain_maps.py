@@ -8,7 +8,7 @@ from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, resources = snakemake.params, snakemake.resources
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, resources.device)
     manifest = read_manifest(snakemake.input.manifest)
     rows = evaluation_rows(manifest, params.explain["max_images"])
     explanations = explanation_scores(

@@ -18,7 +18,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg = params.explain
     manifest = read_manifest(snakemake.input.manifest)
     shown = evaluation_rows(manifest, cfg["max_images"])["image_id"].tolist()[: cfg["figure_images"]]
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     pixels = load_pixels(loaded, manifest, shown, square_transform(cfg["image_size"], cfg["resize_mode"]), cfg["image_size"])
     maps = prompt_maps(loaded, pixels, cfg["prompts"], cfg)
     overlay_grid(as_images(pixels), maps, cfg["prompts"], outputs.figure, random_weights=params.random_weights)

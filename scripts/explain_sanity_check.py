@@ -16,7 +16,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg = params.explain
     manifest = read_manifest(snakemake.input.manifest)
     rows = evaluation_rows(manifest, cfg["sanity_check"]["images"])
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     pixels = load_pixels(
         loaded, manifest, rows["image_id"].tolist(), square_transform(cfg["image_size"], cfg["resize_mode"]), cfg["image_size"]
     )

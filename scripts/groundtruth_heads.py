@@ -21,7 +21,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     world = PlantedConfig.from_mapping(params.model["world"])
     vocabularies = world.vocabularies()
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     pool = planted_text_pool(vocabularies, params.distractors)
     attribute_texts = {a: attribute_text_embeddings(loaded, vocabularies, a) for a in ("colour", "shape")}
 

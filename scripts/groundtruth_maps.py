@@ -17,7 +17,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     world = PlantedConfig.from_mapping(params.dataset["world"])
     images, masks, records = generate_split(world, params.dataset["split"])
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(loaded.device)
     vocabularies = world.vocabularies()
     text = encode_prompts(loaded, object_texts(vocabularies))

@@ -13,7 +13,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
     manifest = read_manifest(inputs.manifest)
     vocabularies = manifest.attrs["vocabularies"]
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     attribute_texts = {
         a: (vocabularies[a], encode_labels(loaded, vocabularies[a], attribute_templates(vocabularies, a)).numpy())
         for a in ATTRIBUTES

@@ -26,7 +26,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs = snakemake.params, snakemake.output
     queries, random_weights = params.queries, params.random_weights
     store = ContributionStore(snakemake.input.store)
-    loaded = load_model(params.model)
+    loaded = load_model(params.model, snakemake.resources.device)
     asked = query_images(store, queries["images"])
     k = min(params.k, len(store) - 1)
     heads = query_heads(queries["heads"], store)

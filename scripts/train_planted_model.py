@@ -15,7 +15,8 @@ from cliplens.training import TrainingConfig, create_planted_clip, train_clip, z
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     cfg, outputs = snakemake.params.model, snakemake.output
     world = PlantedConfig.from_mapping(cfg["world"])
-    training = TrainingConfig.from_mapping({**cfg["training"], "device": str(resolve_device(cfg["device"]))})
+    device = str(resolve_device(snakemake.resources.device))
+    training = TrainingConfig.from_mapping({**cfg["training"], "device": device})
     images, _, records = generate_split(world, "train")
     held_out_images, _, held_out = generate_split(world, "test")
     single = (held_out["num_objects"] == 1).to_numpy()  # their labels are unambiguous: no "first" object to guess
@@ -36,6 +37,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         "arch": cfg["arch"],
         "training": cfg["training"],
         "world": cfg["world"],
+        "device": device,
         "steps": int(final["step"]),
         "seconds": round(time.perf_counter() - start, 1),
         "final_loss": float(final["loss"]),

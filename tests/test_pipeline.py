@@ -96,6 +96,10 @@ def test_rerun_after_one_family_changes_redoes_only_its_jobs(smoke_run):
     )
     assert {rule for rule, _ in resources_only} <= {"all"}
 
+    # so is the device: moving the jobs (auto, which is the CPU here, to cpu) reruns only the record of the config
+    device_only = planned_jobs(snakemake(smoke_run, "-n", config=SMOKE + ["model__device=cpu"]).stdout)
+    assert {rule for rule, _ in device_only} <= {"all", "resolved_config"}
+
 
 def test_a_family_taken_out_of_the_grid_leaves_no_result_behind(smoke_run, tmp_path):
     run = tmp_path / "run"

@@ -229,9 +229,10 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any
     return module.eval(), provenance
 
 
-def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
-    """Load the model a resolved ``model`` config section describes, on its device."""
-    device = resolve_device(cfg.get("device", "auto"))
+def load_model(cfg: Mapping[str, Any], device_name: str | None = None) -> LoadedModel:
+    """Load the model a resolved ``model`` config section describes, on ``device_name`` (default: the
+    section's ``device``; workflow jobs pass it apart, as a resource, so that it reruns nothing)."""
+    device = resolve_device(device_name or cfg.get("device", "auto"))
     precision = cfg.get("precision", "fp32")
     if precision != "fp32" and device.type != "cuda":
         log.warning("precision %s needs CUDA; running in fp32 on %s", precision, device)
@@ -245,6 +246,8 @@ def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
         open_clip_version=open_clip.__version__,
         torch_version=torch.__version__,
         preprocess={**preprocess, "size": size},
+        device=str(device),
+        precision=precision,
     )
     return LoadedModel(
         model=module,

@@ -27,8 +27,14 @@ wildcard_constraints:
 
 
 def model_config(wildcards):
-    """The model's config section: a change reruns exactly that model's jobs."""
-    return CFG["model_grid"][wildcards.model]
+    """The model's config section bar its device: a change reruns exactly that model's jobs."""
+    return {key: value for key, value in CFG["model_grid"][wildcards.model].items() if key != "device"}
+
+
+def model_device(wildcards):
+    """The device a model job runs on: a resource, so that moving jobs to another device reruns none
+    (their results differ only by floating-point rounding)."""
+    return CFG["model_grid"][wildcards.model]["device"]
 
 
 LONG_CHAIN_PRIORITY = 1

@@ -14,6 +14,7 @@ rule embed_images:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -41,6 +42,7 @@ rule embed_labels:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,

@@ -23,6 +23,7 @@ rule explain_maps:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -69,6 +70,7 @@ rule explain_prompt_maps:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
         explain=config_slice("explain", *MAP_SETTINGS, "prompts", "max_images", "figure_images"),
@@ -99,6 +101,7 @@ rule explain_evaluation:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
@@ -124,6 +127,7 @@ rule explain_sanity_check:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
         explain=config_slice("explain", *MAP_SETTINGS, "sanity_check"),

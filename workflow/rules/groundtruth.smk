@@ -24,6 +24,7 @@ rule train_planted_model:
     threads: MODEL_JOB_THREADS  # one job that every other waits for: all the threads it may have
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
     script:
@@ -45,6 +46,8 @@ rule groundtruth_perturbation:
         "logs/groundtruth_perturbation/{model}/{dataset}.log",
     conda:
         "../envs/cliplens.yaml"
+    resources:
+        device=model_device,  # the model only encodes the attribute texts: no GPU slot held
     params:
         model=model_config,
         embeddings=embedding_params,
@@ -70,6 +73,7 @@ rule groundtruth_maps:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
     params:
         model=model_config,
@@ -97,8 +101,9 @@ rule groundtruth_heads:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
-        model=lambda wildcards: {**CFG["model_grid"][wildcards.model], "world": CFG["dataset"]["world"]},
+        model=lambda wildcards: {**model_config(wildcards), "world": CFG["dataset"]["world"]},
         textspan=CFG["interpret"]["textspan"],
         distractors=GROUNDTRUTH_DISTRACTORS,
         random_weights=random_weights,

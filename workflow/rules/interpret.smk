@@ -24,6 +24,7 @@ rule embed_text_pool:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
         templates=INTERPRET_CFG["textspan"]["templates"],
@@ -46,6 +47,7 @@ rule embed_properties:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
     script:
@@ -67,6 +69,7 @@ rule decompose_images:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:
@@ -184,6 +187,7 @@ rule interpret_queries:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
         queries=INTERPRET_CFG["queries"],
@@ -214,6 +218,7 @@ rule decomposition_segmentation:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
         batch_size=CFG["compute"]["batch_size"],
         num_workers=CFG["compute"]["num_workers"],
     params:

@@ -86,6 +86,7 @@ rule embed_drift_labels:
     threads: model_job_threads
     resources:
         gpu=gpu_slots,
+        device=model_device,
     params:
         model=model_config,
         prompts=lambda wc: CFG["drift"]["label_sets"][wc.label_set],
