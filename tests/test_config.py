@@ -83,6 +83,7 @@ def test_open_clip_model_name_derives_from_arch_and_tag():
         (["model=planted_clip", "model.training.paired_attributes=[hue]"], ["model.training.paired_attributes", "shape"]),
         (["model.pretrained=imagenet"], ["imagenet", "openai", "laion2b"]),
         (["model.precision=fp8"], ["model.precision", "bf16"]),
+        (["model.device=gpu"], ["model.device='gpu'", "auto, cpu, cuda, cuda:<index> or mps"]),
         (["embedding.templates=fancy"], ["fancy", "openai_imagenet"]),
         (["dataset=folder"], ["dataset.path"]),
         (["dataset.mirror=/does/not/exist"], ["dataset.mirror", "does not exist"]),

@@ -136,6 +136,8 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
         return f"unknown key {key}.{extra[0]} ; valid keys in {key}: {allowed}".replace("<root>.", "")
     if error.validator == "enum":
         return f"{key}={error.instance!r} is not valid; valid choices: {error.validator_value}"
+    if error.validator == "pattern" and "description" in error.schema:  # the choices in words, not the regex
+        return f"{key}={error.instance!r} is not valid; valid choices: {error.schema['description']}"
     return f"{key}: {error.message}"
 
 
