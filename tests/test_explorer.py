@@ -175,3 +175,24 @@ def test_search_view_finds_heads_of_a_property_and_of_a_text(browser, smoke_run)
     wait_for(browser, lambda: "a snowy mountain" in text_of(browser, "search-text"))
     wait_for(browser, lambda: "std of projection" in text_of(browser, "search-heads"))
     screenshot(browser, "search")
+
+
+def test_the_command_serves_the_results_and_prints_only_its_address(smoke_run):
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-m", "cliplens.cli", "explore", str(smoke_run / "results"), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [process.stdout.readline()]
+        while "cliplens explorer of" not in lines[-1] and process.poll() is None:
+            lines.append(process.stdout.readline())
+        assert f"http://127.0.0.1:{port}/ (Ctrl-C stops it)" in lines[-1], lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=30)
+    assert "share=True" not in "".join(lines) + rest  # no hint on public links: the explorer serves locally

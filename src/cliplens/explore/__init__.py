@@ -36,8 +36,11 @@ def build_app(results: Path) -> gr.Blocks:
 
 
 def launch(results: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-    """Serve the explorer until interrupted."""
-    build_app(results).launch(server_name=host, server_port=port, ssr_mode=False)
+    """Serve the explorer until interrupted, printing its address (and not Gradio's hint on public links)."""
+    app = build_app(results)
+    app.launch(server_name=host, server_port=port, ssr_mode=False, quiet=True, prevent_thread_lock=True)
+    print(f"cliplens explorer of {results}: {app.local_url} (Ctrl-C stops it)", flush=True)
+    app.block_thread()
 
 
 __all__ = ["Run", "build_app", "launch"]
