@@ -139,7 +139,8 @@ def remove_stale_results():
     shards, a figure no longer drawn), so that reading a results folder gives only current results."""
     dag = workflow.dag
     whole = {job.rule.name for job in dag.targetjobs} == {"all"}
-    if not whole or dag.untilrules or dag.untilfiles or dag.omitrules or dag.omitfiles:
+    partial = dag.untilrules or dag.untilfiles or dag.omitrules or dag.omitfiles
+    if not whole or partial or any(dag.checkpoint_jobs):  # with a checkpoint, later jobs are not yet planned
         return
     from snakemake.logging import logger
 
