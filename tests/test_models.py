@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+import cliplens.weights
 from cliplens.config import ConfigError
 from cliplens.images import pixel_transform, pixels_of
 from cliplens.models import (
@@ -92,12 +93,43 @@ def test_missing_pretrained_weights_name_the_ways_out(monkeypatch, tmp_path):
         raise ConnectionError("no route to huggingface.co")
 
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained", offline)
+    monkeypatch.setattr(cliplens.weights, "hub_unreachable", lambda: None)  # the Hub answers, the download fails
     cfg = {"name": "vit", "source": "open_clip", "arch": "ViT-B-32", "pretrained": "openai", "cache_dir": str(tmp_path)}
     with pytest.raises(WeightsUnavailableError) as error:
         ensure_weights(cfg)
     message = str(error.value)
     assert "no route to huggingface.co" in message
     assert "model=tiny_random" in message and "HF_HUB_OFFLINE=1" in message and "model__checkpoint" in message
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_an_unreachable_hub_is_not_retried_only_the_cache_read(monkeypatch, tmp_path, cached):
+    import huggingface_hub
+
+    def no_route(*args, **kwargs):
+        raise OSError("no route to host")
+
+    modes = []
+
+    def from_cache(*args, **kwargs):
+        modes.append(huggingface_hub.constants.HF_HUB_OFFLINE)
+        if not cached:
+            raise FileNotFoundError("not in the cache")
+        return str(tmp_path / "weights.bin")
+
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(cliplens.weights.socket, "create_connection", no_route)
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", from_cache)
+    cfg = {"name": "vit", "source": "open_clip", "arch": "ViT-B-32", "pretrained": "openai", "cache_dir": str(tmp_path)}
+    if cached:
+        assert ensure_weights(cfg) == str(tmp_path / "weights.bin")
+    else:
+        with pytest.raises(WeightsUnavailableError, match=r"cannot be reached \(no route to host\), and the weights are not"):
+            ensure_weights(cfg)
+    assert modes == [True]  # the one attempt ran in offline mode
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # and the mode was restored
 
 
 def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):

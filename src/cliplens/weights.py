@@ -7,9 +7,15 @@ pretrained weights need open_clip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -28,11 +34,43 @@ def weights_hint(cfg: Mapping[str, Any]) -> str:
     )
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face Hub (``HF_ENDPOINT``) cannot be reached from here, or None when it can
+    (or it is not asked: ``HF_HUB_OFFLINE=1``, or a proxy, which this check cannot see through)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{host}:{port} cannot be reached ({error})"
+    return None
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face Hub in offline mode meanwhile, as ``HF_HUB_OFFLINE=1`` would set it: the cache is
+    read and no request is retried against a host that does not answer."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
     """Return the local path of a model's pretrained weights, downloading them if possible.
 
     Raises :class:`WeightsUnavailableError` naming the ways out when they cannot be had.
     Only the ``open_clip`` source downloads; checkpoints must exist; random models need none.
+    When the Hub cannot be reached, only the cache is read (at once, instead of after retries).
     """
     source = cfg["source"]
     if source == "random":
@@ -52,7 +90,10 @@ def ensure_weights(cfg: Mapping[str, Any]) -> str | None:
         raise WeightsUnavailableError(
             f"model.pretrained={cfg['pretrained']!r} is no open_clip tag of {cfg['arch']}; valid: {tags}"
         )
+    unreachable = hub_unreachable()
     try:
-        return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cfg.get("cache_dir"))
+        with hub_offline() if unreachable else contextlib.nullcontext():  # no minute of retries: the cache only
+            return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cfg.get("cache_dir"))
     except Exception as error:  # network errors come in many types
-        raise WeightsUnavailableError(f"{weights_hint(cfg)}\nCause: {error}") from error
+        cause = f"{unreachable}, and the weights are not in the cache ({error})" if unreachable else str(error)
+        raise WeightsUnavailableError(f"{weights_hint(cfg)}\nCause: {cause}") from error
