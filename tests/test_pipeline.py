@@ -118,6 +118,9 @@ def test_a_family_taken_out_of_the_grid_leaves_no_result_behind(smoke_run, tmp_p
     assert all(path.exists() for path in left_behind)
     snakemake(run, "--cores", "1", "results/config/resolved.yaml", config=fewer)  # a chosen target: nothing removed
     assert all(path.exists() for path in left_behind)
+    # the whole workflow with only some rules allowed: the others' files are its inputs, not stale
+    snakemake(run, "--cores", "1", "--allowed-rules", "all", "resolved_config", config=fewer)
+    assert all(path.exists() for path in left_behind)
 
     before = {path.relative_to(run) for path in (run / "results").rglob("*") if path.is_file()}
     result = snakemake(run, "--cores", "2", config=fewer)

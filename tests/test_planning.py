@@ -120,13 +120,14 @@ def test_the_chains_to_the_longest_jobs_run_first(tmp_path):
     assert first == perturbation | {"explain_maps", "explain_evaluation"}
 
 
-def test_stale_results_are_what_no_job_writes_within_the_runs_result_sets(tmp_path):
-    from cliplens.planning import stale_results
+def test_stale_results_are_what_no_job_writes_or_reads_within_the_runs_result_sets(tmp_path):
+    from cliplens.planning import remove_files, stale_results
 
-    results = tmp_path / "results"
+    results = tmp_path / "sweeps/dataset=d/results"  # folders above results_dir do not count, whatever their names
     base = results / "embeddings/model=m/dataset=d"
     files = {
-        "kept shard": base / "perturbation=clean/shard=00000.parquet",
+        "written shard": base / "perturbation=clean/shard=00000.parquet",
+        "read shard": base / "perturbation=blur/shard=00000.parquet",
         "removed family": base / "perturbation=rotation/shard=00000.parquet",
         "extra shard": base / "perturbation=clean/shard=00001.parquet",
         "plot": results / "figures/model=m/dataset=d/perturbation/drift_blur.png",
@@ -135,12 +136,19 @@ def test_stale_results_are_what_no_job_writes_within_the_runs_result_sets(tmp_pa
         "in a folder output": results / "interpret/model=m/dataset=d/contributions/00000.npy",
         "other model": results / "embeddings/model=other/dataset=d/perturbation=rotation/shard=00000.parquet",
         "other dataset": base.parent / "dataset=e/perturbation=rotation/shard=00000.parquet",
-        "no dataset": results / "report.html",
+        "no dataset": results / "models/planted/checkpoint.pt",
         "a temporary": base / "perturbation=clean/.shard=00000.parquet.123.tmp",
     }
     for path in files.values():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    outputs = [files["kept shard"], files["plot"], results / "interpret/model=m/dataset=d/contributions"]
-    stale = stale_results(results, ["m"], "d", [str(path) for path in outputs])
+    written = [files["written shard"], files["plot"], results / "interpret/model=m/dataset=d/contributions"]
+    used = [str(path) for path in written + [files["read shard"]]]
+    stale = stale_results(results, ["m"], "d", used)
     assert stale == sorted(files[name] for name in ("removed family", "extra shard", "pdf of a dropped plot"))
+
+    assert remove_files(stale, results) == []
+    assert not (base / "perturbation=rotation").exists()  # the partition it emptied, not more
+    assert (base / "perturbation=clean").is_dir() and not any(path.exists() for path in stale)
+    failed = remove_files([results / "never/was.png"], results)
+    assert [path for path, _ in failed] == [results / "never/was.png"]

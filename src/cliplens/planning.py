@@ -113,26 +113,45 @@ def within_workdir(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
-def stale_results(results_dir: str | Path, models: list[str], dataset: str, outputs: list[str]) -> list[Path]:
-    """Files of this run's result sets that none of its jobs writes: what an earlier configuration left.
+def stale_results(results_dir: str | Path, models: list[str], dataset: str, used: list[str]) -> list[Path]:
+    """Files of this run's result sets that none of its jobs writes or reads: what an earlier
+    configuration left.
 
-    A result set is the ``dataset=<dataset>`` folders of ``results_dir``, for the run's ``models``
-    where a path names a model (another model's or dataset's results are not this run's to judge).
-    ``outputs`` are the paths the run's jobs write, files or folders; a PDF beside a written PNG
-    counts as written. Hidden files (Snakemake's and the atomic writers' temporaries) are left alone.
+    A result set is the ``dataset=<dataset>`` folders under ``results_dir``, for the run's ``models``
+    where a path names a model (another model's or dataset's results are not this run's to judge;
+    a dataset's files that name no model, such as its previews, are). ``used`` are the paths the
+    run's jobs write or read, files or folders; a PDF beside a used PNG counts as used. Hidden files
+    (Snakemake's and the atomic writers' temporaries) are left alone.
     """
-    written = {Path(path) for path in outputs}
+    root = Path(results_dir)
+    used_paths = {Path(path) for path in used}
     stale = []
-    for path in sorted(Path(results_dir).rglob("*")):
-        parts = path.parts
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts  # not the folders above results_dir, whatever their names
         if not path.is_file() or f"dataset={dataset}" not in parts or any(part.startswith(".") for part in parts):
             continue
         named_models = [part.removeprefix("model=") for part in parts if part.startswith("model=")]
         if any(model not in models for model in named_models):
             continue
-        if path in written or not written.isdisjoint(path.parents):
+        if path in used_paths or not used_paths.isdisjoint(path.parents):
             continue
-        if path.suffix == ".pdf" and path.with_suffix(".png") in written:
+        if path.suffix == ".pdf" and path.with_suffix(".png") in used_paths:
             continue
         stale.append(path)
     return stale
+
+
+def remove_files(paths: list[Path], root: str | Path) -> list[tuple[Path, OSError]]:
+    """Delete ``paths`` and the folders below ``root`` that this leaves empty; return the files that
+    could not be deleted, with why."""
+    failed = []
+    for path in paths:
+        try:
+            path.unlink()
+            for folder in path.parents:
+                if folder == Path(root) or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+        except OSError as error:
+            failed.append((path, error))
+    return failed

@@ -1,7 +1,15 @@
 # Helpers shared by every rules file: paths, the grid, and the config slices each rule sees.
 import functools
 
-from cliplens.planning import CLEAN, decomposable, interpret_figure_names, labelled, num_shards, stale_results
+from cliplens.planning import (
+    CLEAN,
+    decomposable,
+    interpret_figure_names,
+    labelled,
+    num_shards,
+    remove_files,
+    stale_results,
+)
 
 RESULTS = CFG["results_dir"]
 DATA = CFG["data_dir"]
@@ -134,27 +142,27 @@ onstart:
 
 
 def remove_stale_results():
-    """On a run of the whole workflow (its default target, nothing omitted), delete the files of this
-    run's result sets that no job of it writes (a family or label set taken out of the grid, fewer
-    shards, a figure no longer drawn), so that reading a results folder gives only current results."""
-    dag = workflow.dag
+    """On a run of the whole workflow (its default target; no batch, allowed rules, until or omit), delete
+    the files of this run's result sets that no job of it writes or reads (a family or label set taken
+    out of the grid, fewer shards, a figure no longer drawn), so that a results folder holds only
+    current results."""
+    dag, settings = workflow.dag, workflow.dag_settings
     whole = {job.rule.name for job in dag.targetjobs} == {"all"}
-    partial = dag.untilrules or dag.untilfiles or dag.omitrules or dag.omitfiles
+    partial = settings.batch or settings.allowed_rules or dag.untilrules or dag.untilfiles or dag.omitrules or dag.omitfiles
     if not whole or partial or any(dag.checkpoint_jobs):  # with a checkpoint, later jobs are not yet planned
         return
     from snakemake.logging import logger
 
-    stale = stale_results(RESULTS, MODELS, DATASET, [path for job in dag.jobs for path in job.output])
-    for path in stale:
-        path.unlink()
-        for folder in path.parents:  # and the folders this leaves empty (a hive partition of a removed family)
-            if folder == Path(RESULTS) or any(folder.iterdir()):
-                break
-            folder.rmdir()
-    if stale:
+    used = [path for job in dag.jobs for path in (*job.output, *job.input)]
+    stale = stale_results(RESULTS, MODELS, DATASET, used)
+    failed = remove_files(stale, RESULTS)
+    if len(stale) > len(failed):
         logger.warning(
-            f"cliplens: removed {len(stale)} results that the current configuration no longer produces, " f"such as {stale[0]}"
+            f"cliplens: removed {len(stale) - len(failed)} results that the current configuration no longer "
+            f"produces, such as {next(path for path in stale if path not in dict(failed))}"
         )
+    if failed:
+        logger.warning(f"cliplens: {len(failed)} stale results could not be removed, such as {failed[0][0]}: {failed[0][1]}")
 
 
 def has_random_weights(model):
