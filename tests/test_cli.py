@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,13 +102,21 @@ def test_list_gives_one_line_per_choice(what, capsys):
         assert "sigma: " + ", ".join(map(str, FAMILIES["gaussian_blur"].params["sigma"])) in blur
 
 
-def test_ctrl_c_stops_the_run_without_a_traceback(tmp_path):
+@pytest.mark.parametrize(
+    "child",
+    [
+        ["sleep", "30"],
+        ["sh", "-c", "trap 'exit 1' INT; sleep 30 2>/dev/null & wait"],
+    ],  # killed by the signal; exits 1 as snakemake does
+    ids=["killed", "exits_1"],
+)
+def test_ctrl_c_stops_the_run_without_a_traceback(tmp_path, child):
     """Ctrl-C signals the whole foreground process group: cliplens waits for snakemake to stop and exits 130."""
     script = (
         "import signal, sys, cliplens.cli as cli\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a background job inherits SIGINT ignored
         "cli.snakemake_config = lambda config_dir, overrides: ([], {})\n"
-        "cli.snakemake_command = lambda pairs, args: ['sleep', '30']\n"
+        f"cli.snakemake_command = lambda pairs, args: {child!r}\n"
         "sys.exit(cli.main(['run']))\n"
     )
     process = subprocess.Popen(
@@ -120,7 +129,8 @@ def test_ctrl_c_stops_the_run_without_a_traceback(tmp_path):
         os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # and what the child left behind
     assert process.returncode == 128 + signal.SIGINT
     assert "Traceback" not in err and "interrupted" in err
 

@@ -12,6 +12,7 @@ import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from cliplens.config import (
 
 SWEEPABLE = "model"
 """The one config group a sweep (``model=a,b``) may range over: the extra models become the model grid."""
+INTERRUPTED = 128 + signal.SIGINT
+"""Exit status of an interrupted run (the shell's for SIGINT), whatever snakemake returned after it."""
 CORE_OPTIONS = ("-c", "--cores", "-j", "--jobs", "--profile", "--executor", "-e")
 """Snakemake options that settle how many jobs run; without one, ``cliplens run`` adds ``--cores all``."""
 
@@ -173,12 +176,19 @@ def _run(overrides: Sequence[str], snakemake_args: Sequence[str]) -> int:
     command = snakemake_command(pairs, snakemake_args)
     print("cliplens: " + shlex.join(["snakemake", *command[3:]]), file=sys.stderr, flush=True)
     process = subprocess.Popen(command)
+    interrupted = False
     while True:
         try:
             code = process.wait()
-            return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
         except KeyboardInterrupt:  # Ctrl-C reached snakemake too (same process group): it stops its jobs and cleans up
+            if interrupted:  # again: pass it on, in case the signal was sent to cliplens alone
+                process.send_signal(signal.SIGINT)
+            interrupted = True
             print("cliplens: interrupted; snakemake is stopping its jobs", file=sys.stderr, flush=True)
+            continue
+        if interrupted and code != 0:
+            return INTERRUPTED
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -294,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"cliplens: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before snakemake started, or in the explorer
+        print("cliplens: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
