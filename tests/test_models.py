@@ -68,6 +68,10 @@ def test_a_checkpoint_that_does_not_fit_its_arch_names_model_arch(tmp_path, tiny
     for check in (check_checkpoint_fits, build_module):
         with pytest.raises(ConfigError, match=r"does not fit model.arch='ViT-B-32'.*set model__arch"):
             check(wrong)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ConfigError, match=r"truncated.pt' cannot be read as a checkpoint"):
+        check_checkpoint_fits({**fitting, "checkpoint": str(truncated)})
 
 
 def _fp16_roundtrip(model, fmt):
@@ -121,6 +125,7 @@ def test_an_unreachable_hub_is_not_retried_only_the_cache_read(monkeypatch, tmp_
     monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(cliplens.weights.socket, "create_connection", no_route)
+    cliplens.weights.hub_unreachable.cache_clear()
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained", from_cache)
     cfg = {"name": "vit", "source": "open_clip", "arch": "ViT-B-32", "pretrained": "openai", "cache_dir": str(tmp_path)}
     if cached:
@@ -130,6 +135,7 @@ def test_an_unreachable_hub_is_not_retried_only_the_cache_read(monkeypatch, tmp_
             ensure_weights(cfg)
     assert modes == [True]  # the one attempt ran in offline mode
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # and the mode was restored
+    cliplens.weights.hub_unreachable.cache_clear()  # not this test's answer for the next one
 
 
 def test_embeddings_equal_open_clip_encode_image_and_text(tiny_loaded):

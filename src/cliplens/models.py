@@ -136,7 +136,8 @@ def _detect_format(path: Path) -> str:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     # OpenAI state dicts carry input_resolution or keep fp16 weights
-    if "input_resolution" in state or state["visual.conv1.weight"].dtype == torch.float16:
+    stem = state.get("visual.conv1.weight")  # absent from open_clip models with a timm trunk
+    if "input_resolution" in state or (stem is not None and stem.dtype == torch.float16):
         return "openai"
     return "open_clip"
 
@@ -145,13 +146,13 @@ def _detect_format(path: Path) -> str:
 def _root_logging_silenced() -> Iterator[None]:
     """Drop what is logged through the root logger meanwhile (and keep it from configuring itself)."""
     root = logging.getLogger()
-    handler = logging.NullHandler()
+    handler, disabled = logging.NullHandler(), logging.root.manager.disable
     root.addHandler(handler)
-    logging.disable(logging.WARNING)
+    logging.disable(max(disabled, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)
         root.removeHandler(handler)
 
 
@@ -170,13 +171,20 @@ def check_checkpoint_fits(cfg: Mapping[str, Any]) -> None:
 
     The architecture is built on the meta device (no memory, no initialisation) and the file is loaded
     into it with open_clip's own loader, so the check accepts exactly what a job would. OpenAI-format
-    files carry their architecture and are not checked.
+    files carry their architecture and are not checked; a file that cannot be read is named as such.
     """
     path = Path(cfg["checkpoint"]).expanduser()
     fmt = cfg.get("checkpoint_format", "auto")
-    if (_detect_format(path) if fmt == "auto" else fmt) == "openai":
+    try:
+        fmt = _detect_format(path) if fmt == "auto" else fmt
+    except Exception as error:  # unpickling, zip and I/O errors come in many types
+        raise ConfigError(
+            f"model.checkpoint={cfg['checkpoint']!r} cannot be read as a checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if fmt == "openai":
         return
-    with _root_logging_silenced():  # open_clip's "initialized randomly" is true but beside the point here
+    # open_clip's "initialized randomly" is true but beside the point here
+    with _root_logging_silenced(), torch.device("meta"):
         skeleton = open_clip.create_model(cfg["arch"], pretrained=None, device="meta")
     with warnings.catch_warnings():  # copying into meta tensors is a no-op, as intended here
         warnings.simplefilter("ignore", UserWarning)

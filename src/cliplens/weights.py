@@ -8,6 +8,7 @@ pretrained weights need open_clip.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import urllib.parse
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -34,9 +35,11 @@ def weights_hint(cfg: Mapping[str, Any]) -> str:
     )
 
 
+@functools.cache
 def hub_unreachable(timeout: float = 5.0) -> str | None:
     """Why the Hugging Face Hub (``HF_ENDPOINT``) cannot be reached from here, or None when it can
-    (or it is not asked: ``HF_HUB_OFFLINE=1``, or a proxy, which this check cannot see through)."""
+    (or it is not asked: ``HF_HUB_OFFLINE=1``, or a proxy, which this check cannot see through).
+    Asked once per process: the workflow's start checks every model of the grid."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
