@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "cliplens-planted-vit"
 MAX_LOGIT_SCALE = 100.0
-PROGRESS_SECONDS = 30.0
-"""Between evaluations, a progress line (step, loss, time left) at most this often."""
 """CLIP's clamp on the learnable temperature (exp of the logit scale)."""
+PROGRESS_SECONDS = 30.0
+"""Between evaluations, a progress line (step, loss, training time left) at most this often (training time,
+evaluations excluded: the estimate leaves them out too)."""
 
 CAPTION_SLOTS = ("size", "colour", "shape", "position", "background")
 """The attributes a one-object caption names (:data:`cliplens.planted.SINGLE_OBJECT_CAPTION`)."""
