@@ -186,8 +186,8 @@ def _run(overrides: Sequence[str], snakemake_args: Sequence[str]) -> int:
             interrupted = True
             print("cliplens: interrupted; snakemake is stopping its jobs", file=sys.stderr, flush=True)
             continue
-        if interrupted and code != 0:
-            return INTERRUPTED
+        if interrupted:  # whatever the code: snakemake exits 1 after Ctrl-C, and a child reaped during the
+            return INTERRUPTED  # interrupt reads as 0 to Popen
         return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
