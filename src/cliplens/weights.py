@@ -44,7 +44,6 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
 
     if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
         return None
-
     endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
     host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:

@@ -156,10 +156,10 @@ def remove_stale_results():
     used = [path for job in dag.jobs for path in (*job.output, *job.input)]
     stale = stale_results(RESULTS, MODELS, DATASET, used)
     failed = remove_files(stale, RESULTS)
-    if len(stale) > len(failed):
+    removed = [path for path in stale if path not in dict(failed)]
+    if removed:
         logger.warning(
-            f"cliplens: removed {len(stale) - len(failed)} results that the current configuration no longer "
-            f"produces, such as {next(path for path in stale if path not in dict(failed))}"
+            f"cliplens: removed {len(removed)} results that the current configuration no longer produces, such as {removed[0]}"
         )
     if failed:
         logger.warning(f"cliplens: {len(failed)} stale results could not be removed, such as {failed[0][0]}: {failed[0][1]}")
