@@ -156,7 +156,8 @@ def remove_stale_results():
     used = [path for job in dag.jobs for path in (*job.output, *job.input)]
     stale = stale_results(RESULTS, MODELS, DATASET, used)
     failed = remove_files(stale, RESULTS)
-    removed = [path for path in stale if path not in dict(failed)]
+    unremoved = {path for path, _ in failed}
+    removed = [path for path in stale if path not in unremoved]
     if removed:
         logger.warning(
             f"cliplens: removed {len(removed)} results that the current configuration no longer produces, such as {removed[0]}"
