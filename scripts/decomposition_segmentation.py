@@ -1,12 +1,12 @@
 """Zero-shot segmentation from the decomposition: class maps and their figure (Snakemake script)."""
 
 from cliplens.datasets import read_manifest
+from cliplens.figure_files import set_gallery_pdf
 from cliplens.images import as_images, load_pixels, square_transform
 from cliplens.interpret.token_maps import METHOD, segmentation_scores
 from cliplens.io import read_embeddings
 from cliplens.maps import evaluation_rows, plot_segmentation
 from cliplens.models import load_model
-from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:

@@ -5,9 +5,9 @@ import numpy as np
 
 from cliplens.datasets import read_manifest
 from cliplens.explain.figures import overlay_grid
+from cliplens.figure_files import set_gallery_pdf
 from cliplens.image_files import square_images
 from cliplens.maps import ExplanationScores, plot_segmentation
-from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):

@@ -5,11 +5,11 @@ from cliplens.datasets import read_manifest
 from cliplens.explain.figures import overlay_grid
 from cliplens.explain.methods import prompt_maps
 from cliplens.explain.surgery import prompt_points
+from cliplens.figure_files import set_gallery_pdf
 from cliplens.images import as_images, load_pixels, square_transform
 from cliplens.io import write_table
 from cliplens.maps import evaluation_rows
 from cliplens.models import load_model
-from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from cliplens.datasets import read_manifest
+from cliplens.figure_files import set_gallery_pdf
 from cliplens.images import as_images, load_pixels
 from cliplens.interpret.contributions import ContributionStore
 from cliplens.interpret.figures import plot_head_maps, plot_neighbour_rows
@@ -17,7 +18,6 @@ from cliplens.interpret.neighbours import (
 )
 from cliplens.interpret.token_maps import contrastive_maps, head_token_terms, topic_maps
 from cliplens.models import load_model
-from cliplens.plotting import set_gallery_pdf
 from cliplens.runtime import job_logging
 from cliplens.text import encode_texts
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from conftest import shared_dataset
 
+from cliplens.figure_files import RANDOM_WEIGHTS_NOTE
 from cliplens.perturbation import figures
 from cliplens.perturbation.drift import drift_distributions, drift_table, drift_trajectories
 from cliplens.perturbation.statistics import aggregate, per_image_metrics, susceptibility, top_k
-from cliplens.plotting import RANDOM_WEIGHTS_NOTE
 
 FAMILIES = ["blur", "noise"]
 SEVERITIES = [1, 2, 3]

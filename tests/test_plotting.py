@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.figure
@@ -13,15 +14,15 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from cliplens import plotting
+from cliplens import figure_files, plotting
 
 
 @pytest.fixture(autouse=True)
 def gallery_pdf_off():
     """Every test starts (and leaves) with the default: no PDF beside pictures."""
-    plotting.set_gallery_pdf(False)
+    figure_files.set_gallery_pdf(False)
     yield
-    plotting.set_gallery_pdf(False)
+    figure_files.set_gallery_pdf(False)
 
 
 def _photo_figure(photo: np.ndarray) -> plt.Figure:
@@ -101,10 +102,10 @@ def test_pictures_get_png_only_unless_asked_and_plots_always_get_pdf(tmp_path: P
     assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "gallery.png")) == [".png"]
     assert suffixes(plotting.save_figure(plot(), tmp_path / "plot.png")) == [".pdf", ".png"]
     assert suffixes(plotting.save_figure(heatmap(), tmp_path / "heatmap.png")) == [".pdf", ".png"]
-    plotting.set_gallery_pdf(True)
+    figure_files.set_gallery_pdf(True)
     assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".pdf", ".png"]
     assert (tmp_path / "asked.pdf").read_bytes().startswith(b"%PDF")
-    plotting.set_gallery_pdf(False)  # switched off again: the redrawn gallery leaves no PDF of the earlier run
+    figure_files.set_gallery_pdf(False)  # switched off again: the redrawn gallery leaves no PDF of the earlier run
     assert suffixes(plotting.save_figure(_photo_figure(data.astronaut()), tmp_path / "asked.png")) == [".png"]
     assert not (tmp_path / "asked.pdf").exists()
 
@@ -138,4 +139,60 @@ def test_a_figure_is_laid_out_once_and_drawn_once_per_format(tmp_path: Path, mon
     assert calls == {"draw": 2, "layout": 1}  # no draw only to lay out or to measure
     for ours, theirs in zip(fig.axes, reference.axes):
         assert np.allclose(ours.get_position().bounds, theirs.get_position().bounds)
+    plt.close("all")
+
+
+def _pdf_size_in_pixels(path: Path) -> np.ndarray:
+    """The page of a matplotlib PDF in pixels of the PNG (72 points per inch)."""
+    box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", path.read_bytes())
+    assert box is not None
+    return np.array([float(box[1]), float(box[2])]) * plotting.DPI / 72
+
+
+@pytest.mark.parametrize("far_text", [False, True], ids=["within the margin", "beyond the margin"])
+def test_the_crop_holds_everything_drawn_beside_the_figure_and_the_pdf_has_the_same_box(tmp_path: Path, far_text: bool) -> None:
+    def figure() -> plt.Figure:
+        fig, axis = plt.subplots(figsize=(3.0, 3.0))
+        axis.plot([0, 1], [0, 1])
+        fig.legend(["a legend beside the figure"], loc="center left", bbox_to_anchor=(1.0, 0.5))
+        if far_text:  # further left than the margin drawn around the figure
+            fig.text(-1.2, 0.5, "far out on the left")
+        plotting.mark_random_weights(fig)  # a note below the figure
+        return fig
+
+    reference = figure()
+    reference.savefig(tmp_path / "reference.png", dpi=plotting.DPI, bbox_inches="tight")  # matplotlib's tight crop
+    plotting.save_figure(figure(), tmp_path / "ours.png")
+    with Image.open(tmp_path / "ours.png") as ours, Image.open(tmp_path / "reference.png") as theirs:
+        size = np.array(ours.size)
+        assert np.abs(size - np.array(theirs.size)).max() <= 3  # the same box, give or take antialiased edges
+    assert np.abs(_pdf_size_in_pixels(tmp_path / "ours.pdf") - size).max() <= 1
+    plt.close("all")
+
+
+def test_the_crop_moves_nothing_within_the_figure(tmp_path: Path) -> None:
+    """Legends anchored to the figure stay where the layout put them (matplotlib anchors them to the
+    figure's box, which saving a crop replaces)."""
+
+    def figure() -> plt.Figure:
+        fig, axis = plt.subplots(figsize=(4.0, 3.0))
+        axis.plot([0, 1], [0, 1], label="a line")
+        fig.legend(loc="upper left")  # anchored to the figure's box
+        fig.legend(["anchored to a point"], loc="center", bbox_to_anchor=(0.6, 0.3))
+        return fig
+
+    figure().savefig(tmp_path / "whole.png", dpi=plotting.DPI)  # the whole figure, nothing cropped
+    plotting.save_figure(figure(), tmp_path / "cropped.png")
+    whole = matplotlib.image.imread(tmp_path / "whole.png")[..., :3].astype(np.float64)
+    whole = np.pad(whole, ((20, 20), (20, 20), (0, 0)), constant_values=1.0)  # white beyond the figure's edge
+    with Image.open(tmp_path / "cropped.png") as cropped:
+        ours = np.asarray(cropped.convert("RGB"), dtype=np.float64) / 255
+    height, width = ours.shape[:2]
+    assert height <= whole.shape[0] and width <= whole.shape[1]
+    differing = min(  # pixels far from the whole figure's at the best offset (the palette moves none far)
+        (np.abs(whole[top : top + height, left : left + width] - ours).max(axis=2) > 0.25).sum()
+        for top in range(whole.shape[0] - height + 1)
+        for left in range(whole.shape[1] - width + 1)
+    )
+    assert differing == 0
     plt.close("all")

@@ -1,11 +1,11 @@
-"""Shared figure conventions: saving atomically at display resolution, marking random-weight
+"""Shared figure conventions: saving matplotlib figures at display resolution, marking random-weight
 figures, image panels, class colours and the one segmentation figure.
 
-Figures are written as PNG at 100 dpi with a 256-colour palette (error diffusion dithered: a
-third to a fifth of the bytes of RGB, so that a report of many galleries stays small); plots (no
-pictures; heatmaps count as plots) also as PDF, whose vectors scale. Figures that show pictures
-(RGB images: galleries, overlays) are raster by nature: PNG only unless :func:`set_gallery_pdf`
-asks for a PDF beside it (config ``figures.gallery_pdf``; its rasters are lossless RGB).
+Figures are written as :mod:`cliplens.figure_files` writes every figure: a PNG at 100 dpi with a
+256-colour palette (pictures dithered), cropped to what is drawn; plots (no pictures; heatmaps
+count as plots) also as PDF, whose vectors scale. Figures that show pictures (RGB images:
+galleries, overlays) are raster by nature: PNG only unless :func:`set_gallery_pdf` asks for a PDF
+beside it (config ``figures.gallery_pdf``; its rasters are lossless RGB).
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from cliplens.io import atomic_output
+from cliplens.figure_files import DPI, RANDOM_WEIGHTS_NOTE, write_figure_files
 from cliplens.metrics import as_numpy
 from cliplens.runtime import saving_figure
-
-RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS - not a result about any trained CLIP model"
 
 
 def mark_random_weights(fig: plt.Figure) -> None:
@@ -54,67 +52,85 @@ def mark_random_weights(fig: plt.Figure) -> None:
     fig.text(0.5, 0.0, RANDOM_WEIGHTS_NOTE, ha="center", va="top", color="red", fontsize=9)
 
 
-DPI = 100
-"""Pixels per inch of every PNG."""
-
-
-_OUTPUT = {"gallery_pdf": False}
-
-
-def set_gallery_pdf(enabled: bool) -> None:
-    """Also write a PDF beside the PNG of figures that show images (config ``figures.gallery_pdf``;
-    a script calls this once before drawing)."""
-    _OUTPUT["gallery_pdf"] = bool(enabled)
-
-
 def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:
     """Save ``fig`` to ``path`` (PNG) and, for plots without pictures or when gallery PDFs are
     switched on, beside it as PDF, each via a temporary file; close it. Images are first reduced
     to the pixels they are drawn at (:func:`fit_images_to_display`); the layout runs once and each
-    format is drawn once; a PDF left beside the PNG by an earlier run is removed when none is written.
-    Returns the written paths; the CPU time is counted in the job's last log
-    line (:func:`cliplens.runtime.saving_figure`)."""
+    format is drawn once, both cropped to what the PNG's drawing holds
+    (:func:`cliplens.figure_files.write_figure_files` writes them). Returns the written paths; the
+    CPU time is counted in the job's last log line (:func:`cliplens.runtime.saving_figure`)."""
     with saving_figure():
         if random_weights:
             mark_random_weights(fig)
-        png = Path(path)
-        png.parent.mkdir(parents=True, exist_ok=True)
         pictures = fit_images_to_display(fig, DPI)
-        targets = [png] + ([png.with_suffix(".pdf")] if not pictures or _OUTPUT["gallery_pdf"] else [])
         _lay_out_once(fig)
-        bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
-        for target in targets:
-            with atomic_output(target) as tmp:
-                if target.suffix == ".png":
-                    _save_palette_png(fig, tmp, bbox)
-                else:
-                    fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox)
-        if len(targets) == 1:  # a PDF from when gallery PDFs were switched on is no longer this figure
-            png.with_suffix(".pdf").unlink(missing_ok=True)
+        pixels, bbox = _render_cropped(fig)
+        written = write_figure_files(
+            path,
+            pixels,
+            pictures=bool(pictures),
+            write_pdf=lambda tmp: fig.savefig(tmp, format="pdf", dpi=DPI, bbox_inches=bbox),
+        )
         plt.close(fig)
-    return targets
+    return written
 
 
 def _lay_out_once(fig: plt.Figure) -> None:
     """Run the figure's layout engine once and freeze the positions it found, so that both formats
-    crop to the same tight box. The engine is then removed: with any engine (even matplotlib's
-    "none" placeholder) every ``savefig`` would first draw the whole figure once more."""
+    crop to the same box. The engine is then removed: with any engine (even matplotlib's "none"
+    placeholder) every ``savefig`` would first draw the whole figure once more. Figure legends are
+    pinned to where they are: matplotlib anchors them to the figure's box, which it swaps for the
+    saved crop while drawing."""
     engine = fig.get_layout_engine()
     if engine is not None:
         engine.execute(fig)
     with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
         fig.set_layout_engine(None)
+    for legend in fig.legends:  # anchored to the figure, not to its box, which saving a crop replaces
+        anchor = legend.get_bbox_to_anchor().transformed(fig.transFigure.inverted())
+        legend.set_bbox_to_anchor(anchor, transform=fig.transFigure)
 
 
-def _save_palette_png(fig: plt.Figure, path: Path, bbox: Bbox) -> None:
-    """``fig`` as a PNG of 256 colours: an adaptive palette, then Floyd-Steinberg dithering to it.
-    The drawn pixels reach PIL as an uncompressed TIFF (half the cost of an intermediate PNG)."""
+MARGIN_INCHES = (1.0, 1.0, 3.0, 1.0)
+"""Room drawn around a figure (left, bottom, right, top) for what lies outside it: notes below it,
+legends beside it (on the right, where figures put them)."""
+
+
+def _render_cropped(fig: plt.Figure) -> tuple[Image.Image, Bbox]:
+    """Draw ``fig`` once at :data:`DPI` with :data:`MARGIN_INCHES` around it and crop the pixels
+    to what was drawn, padded by ``savefig.pad_inches``; returns them (RGB) and the same box in
+    inches, for the PDF. This replaces matplotlib's tight box, which measures every artist in a
+    pass of its own; where drawn pixels come closer than the padding to the margin's edge, the
+    figure is measured that way after all and drawn again."""
+    width, height = fig.get_size_inches()
+    left, bottom, right, top = MARGIN_INCHES
+    canvas = Bbox([[-left, -bottom], [width + right, height + top]])
+    pad = plt.rcParams["savefig.pad_inches"]
+    step = round(pad * DPI)
+    rgba = _rendered(fig, canvas)
+    pixels = np.asarray(rgba).view(np.uint32)[..., 0]  # one word per pixel
+    drawn = pixels != pixels[0, 0]
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    if not rows.size:  # nothing drawn: the figure's own box
+        bbox = fig.bbox_inches.padded(pad)
+        return _rendered(fig, bbox).convert("RGB"), bbox
+    crop = (cols[0] - step, rows[0] - step, cols[-1] + 1 + step, rows[-1] + 1 + step)
+    if min(crop[:2]) < 0 or crop[2] > pixels.shape[1] or crop[3] > pixels.shape[0]:
+        bbox = fig.get_tightbbox().padded(pad)  # drawn beyond the margin: measure every artist
+        return _rendered(fig, bbox).convert("RGB"), bbox
+    x0, y1 = canvas.x0 + crop[0] / DPI, canvas.y1 - crop[1] / DPI
+    bbox = Bbox([[x0, y1 - (crop[3] - crop[1]) / DPI], [x0 + (crop[2] - crop[0]) / DPI, y1]])
+    return rgba.crop(crop).convert("RGB"), bbox
+
+
+def _rendered(fig: plt.Figure, bbox: Bbox) -> Image.Image:
+    """The part ``bbox`` (inches) of ``fig`` drawn by Agg at :data:`DPI` (RGBA). The pixels reach
+    PIL as an uncompressed TIFF (half the cost of an intermediate PNG)."""
     rendered = io.BytesIO()
     fig.savefig(rendered, format="tiff", dpi=DPI, bbox_inches=bbox)
     with Image.open(rendered) as image:
-        rgb = image.convert("RGB")
-    palette = rgb.quantize(256, method=Image.Quantize.FASTOCTREE)
-    rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, format="PNG", compress_level=6)
+        image.load()
+        return image
 
 
 def fit_images_to_display(fig: plt.Figure, dpi: float) -> int:
@@ -143,23 +159,6 @@ def fit_images_to_display(fig: plt.Figure, dpi: float) -> int:
                     target = (max(1, round(data.shape[1] * fit)), max(1, round(data.shape[0] * fit)))
                 image.set_data(_resized(np.asarray(data), target, image))
     return pictures
-
-
-def fit_image(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` [H, W, 3] (uint8, or float in [0, 1]) fitted into a white ``side`` x ``side`` uint8
-    square: aspect kept, centred, reduced by area averaging (enlarged by nearest neighbour)."""
-    pixels = np.asarray(image)[..., :3]
-    if pixels.dtype != np.uint8:
-        pixels = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
-    height, width = pixels.shape[:2]
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
-    fitted = np.asarray(Image.fromarray(pixels).resize(size, resample))
-    square = np.full((side, side, 3), 255, dtype=np.uint8)
-    top, left = (side - size[1]) // 2, (side - size[0]) // 2
-    square[top : top + size[1], left : left + size[0]] = fitted
-    return square
 
 
 def _resized(data: np.ndarray, size: tuple[int, int], image: AxesImage) -> np.ndarray:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cliplens.figure_files import DPI, fit_image
 from cliplens.perturbation.drift import (
     Trajectories,
     drift_label_names,
@@ -21,7 +22,7 @@ from cliplens.perturbation.drift import (
     probability_columns,
 )
 from cliplens.planning import CLEAN
-from cliplens.plotting import DPI, fit_image, save_figure
+from cliplens.plotting import save_figure
 
 ImageSource = Mapping[tuple[str, int], np.ndarray] | Callable[[str, int], np.ndarray]
 """The HxWx3 image of ``(image_id, severity)`` for the figure's family (severity 0 = clean)."""
