@@ -7,7 +7,7 @@ import pandas as pd
 from cliplens.datasets import read_manifest
 from cliplens.figure_files import set_gallery_pdf
 from cliplens.perturbation.families import resolve_params
-from cliplens.perturbation.figures import plot_family_preview, plot_susceptibility_gallery
+from cliplens.perturbation.galleries import plot_family_preview, plot_susceptibility_gallery
 from cliplens.perturbation.grid import family_specs
 from cliplens.perturbation.views import perturbed_views
 from cliplens.runtime import job_logging

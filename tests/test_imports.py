@@ -1,6 +1,6 @@
 """Jobs that only read stored tables start without torch or open_clip (seconds of start-up each), jobs
 that draw stored maps or compute from a stored decomposition without open_clip and torchvision, jobs that draw perturbed images without
-open_clip (torchvision only once a family that needs it runs), no job pays for scipy.stats (0.4 s)
+open_clip or matplotlib (torchvision only once a family that needs it runs), no job pays for scipy.stats (0.4 s)
 until it tests or for Hydra (only planning composes the config), and planning a run (validating
 the config, naming the jobs) imports neither open_clip nor torchvision."""
 
@@ -35,6 +35,9 @@ PERTURBING_SCRIPTS = ["perturbation_galleries"]
 TABLE_ONLY_MODULES = [
     "cliplens.metrics",
     "cliplens.plotting",
+    "cliplens.figure_files",
+    "cliplens.sheets",
+    "cliplens.perturbation.galleries",
     "cliplens.perturbation.grid",
     "cliplens.perturbation.analysis",
     "cliplens.perturbation.figures",
@@ -45,10 +48,13 @@ TABLE_ONLY_MODULES = [
 ]
 
 
-def _heavy_modules_after(code: str) -> list[str]:
-    """Which of torch, torchvision, open_clip, scipy.stats, hydra (0.2 s: config composition, which only
-    planning needs) a fresh interpreter has imported after running ``code``."""
-    heavy = ("torch", "torchvision", "open_clip", "scipy.stats", "hydra")
+HEAVY = ("torch", "torchvision", "open_clip", "scipy.stats", "hydra")
+"""Modules a job should import only when it needs them (hydra, 0.2 s: config composition, which only
+planning needs)."""
+
+
+def _heavy_modules_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has imported after running ``code``."""
     check = code + f"\nimport sys\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
     return [name for name in result.stdout.strip().split(",") if name]
@@ -77,6 +83,12 @@ def test_stored_decomposition_scripts_import_no_model_code(script: str) -> None:
 @pytest.mark.parametrize("script", PERTURBING_SCRIPTS)
 def test_perturbing_scripts_import_no_open_clip(script: str) -> None:
     assert _heavy_modules_after(_imports_of(script)) == ["torch"]
+
+
+@pytest.mark.parametrize("script", PERTURBING_SCRIPTS)
+def test_picture_sheets_start_without_matplotlib(script: str) -> None:
+    """The galleries are Pillow sheets: their job does not import matplotlib (0.4 s)."""
+    assert _heavy_modules_after(_imports_of(script), ("matplotlib",)) == []
 
 
 def test_families_import_torchvision_when_one_needs_it() -> None:

@@ -10,9 +10,10 @@ import pytest
 from conftest import shared_dataset
 
 from cliplens.figure_files import RANDOM_WEIGHTS_NOTE
-from cliplens.perturbation import figures
+from cliplens.perturbation import figures, galleries
 from cliplens.perturbation.drift import drift_distributions, drift_table, drift_trajectories
 from cliplens.perturbation.statistics import aggregate, per_image_metrics, susceptibility, top_k
+from cliplens.sheets import Sheet
 
 FAMILIES = ["blur", "noise"]
 SEVERITIES = [1, 2, 3]
@@ -52,7 +53,8 @@ def tables() -> dict:
 
 
 def _texts(fig) -> list[str]:
-    return [text.get_text() for text in fig.texts]
+    """The figure's own texts (a sheet's: every caption)."""
+    return list(fig.texts) if isinstance(fig, Sheet) else [text.get_text() for text in fig.texts]
 
 
 PICTURES = {"gallery"}
@@ -74,7 +76,7 @@ def _figures(tables: dict, tmp_path: Path, random_weights: bool) -> dict:
         "heatmaps": figures.plot_drop_heatmaps(tables["aggregate"], tmp_path / "heatmaps.png", model="RN50", **common),
         "curves": figures.plot_severity_curves(tables["aggregate"], "alignment", tmp_path / "curves.png", model="RN50", **common),
         "models": figures.plot_model_comparison(tables["aggregate"], "top1", tmp_path / "models.png", **common),
-        "gallery": figures.plot_susceptibility_gallery(
+        "gallery": galleries.plot_susceptibility_gallery(
             tables["top"],
             images,
             tmp_path / "gallery.png",
@@ -193,7 +195,7 @@ def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Pa
         requested.append((image_id, severity))
         return np.zeros((4, 4, 3))
 
-    fig = figures.plot_susceptibility_gallery(
+    sheet = galleries.plot_susceptibility_gallery(
         tables["top"],
         render,
         tmp_path / "g.png",
@@ -205,43 +207,41 @@ def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Pa
     )
     chosen = tables["top"].query("model == 'ViT-B-32' and family == 'blur'")
     assert sorted(requested) == sorted((i, s) for i in chosen["image_id"] for s in [0, 3])
-    mosaic = fig.axes[0].get_images()[0].get_array()  # one image of 100 px thumbnails, a row per image
-    assert len(fig.axes) == 1 and mosaic.shape[0] == len(chosen) * (100 + 22) and mosaic.shape[1] == 2 * 100 + 8
+    mosaic = sheet.mosaic  # one image of 100 px thumbnails, a row per image
+    assert mosaic.shape[0] == len(chosen) * (100 + 22) and mosaic.shape[1] == 2 * 100 + 8
 
 
 def test_gallery_thumbnails_show_each_image_at_its_cell(tables: dict, tmp_path: Path) -> None:
     """Cell (row, column) of the mosaic is the image of that row's image id at that column's
     severity, reduced to 100 px; the cell's text is its alignment, named once in the title."""
     shades = {(f"img{i}", s): np.full((224, 224, 3), (10 * i + 30 * s) / 255) for i in range(8) for s in [0, *SEVERITIES]}
-    fig = figures.plot_susceptibility_gallery(
+    sheet = galleries.plot_susceptibility_gallery(
         tables["top"], shades, tmp_path / "g.png", family="noise", severities=[0, 2], dataset="toyset",
         random_weights=False, model="RN50", per_image=tables["per_image"],
     )  # fmt: skip
     rows = tables["top"].query("model == 'RN50' and family == 'noise'").sort_values(["which", "rank"], ascending=[False, True])
-    mosaic = fig.axes[0].get_images()[0].get_array()
+    mosaic = sheet.mosaic
     for r, image_id in enumerate(rows["image_id"]):
         for c, severity in enumerate([0, 2]):
             cell = mosaic[r * 122 : r * 122 + 100, c * 108 : c * 108 + 100]
             assert (cell == round(255 * shades[(image_id, severity)][0, 0, 0])).all(), (image_id, severity)
-    texts = [t.get_text() for t in fig.axes[0].texts]
+    texts = sheet.texts
     alignment = tables["per_image"].query(
         "model == 'RN50' and image_id == @rows.image_id.iloc[0] and family == 'noise' and severity == 2"
     )
     assert f"{alignment['alignment'].mean():.3f}" in texts
-    assert any("under each image: its alignment" in t.get_text() for t in fig.texts)  # the title names the cells' metric
+    assert "under each image: its alignment" in texts[0]  # the title names the cells' metric
 
 
 def test_a_preview_shows_the_image_at_every_severity_with_its_parameters(tmp_path: Path) -> None:
     shades = {("img0", s): np.full((224, 224, 3), (40 * s + 20) / 255) for s in [0, *SEVERITIES]}
-    fig = figures.plot_family_preview(shades, "img0", "blur", tmp_path / "p.png", {"sigma": [0.5, 1.0, 2.0]})
+    sheet = galleries.plot_family_preview(shades, "img0", "blur", tmp_path / "p.png", {"sigma": [0.5, 1.0, 2.0]})
     _assert_written(tmp_path / "p.png", pdf=False)
-    mosaic = fig.axes[0].get_images()[0].get_array()  # one image of 170 px panels
-    assert len(fig.axes) == 1 and mosaic.shape[:2] == (170 + 8, 4 * 170 + 3 * 8)
+    mosaic = sheet.mosaic  # one image of 170 px panels
+    assert mosaic.shape[:2] == (170 + 8, 4 * 170 + 3 * 8)
     for c, severity in enumerate([0, *SEVERITIES]):
         assert (mosaic[:170, c * 178 : c * 178 + 170] == 40 * severity + 20).all(), severity
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts == ["clean", "severity 1\nsigma=0.5", "severity 2\nsigma=1", "severity 3\nsigma=2"]
-    assert "blur on img0" in _texts(fig)
+    assert sheet.texts == ("blur on img0", "clean", "severity 1\nsigma=0.5", "severity 2\nsigma=1", "severity 3\nsigma=2")
 
 
 def test_a_table_with_several_models_needs_a_choice(tables: dict, tmp_path: Path) -> None:

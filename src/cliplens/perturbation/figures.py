@@ -1,4 +1,5 @@
-"""Figures of the perturbation analysis; each saves through ``save_figure`` (PNG; plots also PDF) and returns the figure.
+"""Plots of the perturbation analysis; each saves through ``save_figure`` (PNG and PDF) and returns the figure.
+The pictures (previews, susceptibility galleries) are sheets drawn by :mod:`cliplens.perturbation.galleries`.
 
 Inputs are the tables of ``cliplens.perturbation.statistics`` and ``cliplens.perturbation.drift`` (columns: docs/statistics.md).
 Titles name the model and the dataset; ``random_weights=True`` stamps the figure as such.
@@ -8,25 +9,21 @@ Titles name the model and the dataset; ``random_weights=True`` stamps the figure
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cliplens.figure_files import DPI, fit_image
 from cliplens.perturbation.drift import (
     Trajectories,
     drift_label_names,
     label_flips,
     probability_columns,
 )
+from cliplens.perturbation.statistics import select_model
 from cliplens.planning import CLEAN
 from cliplens.plotting import save_figure
-
-ImageSource = Mapping[tuple[str, int], np.ndarray] | Callable[[str, int], np.ndarray]
-"""The HxWx3 image of ``(image_id, severity)`` for the figure's family (severity 0 = clean)."""
-
 
 METRIC_LABELS = {
     "self_similarity": "self-similarity cos(e^{f,s}, e^0)",
@@ -40,18 +37,6 @@ METRIC_LABELS = {
     "margin": "logit margin (true - best other)",
     "true_prob": "softmax probability of the true label",
 }
-
-
-def _select_model(frame: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
-    """Rows of one model (``model``, or the only one in the frame) and its name for titles."""
-    if "model" not in frame.columns:
-        return frame, model or "unnamed model"
-    if model is None:
-        models = frame["model"].unique()
-        if len(models) != 1:
-            raise ValueError(f"the table holds models {list(models)}: pass model=")
-        model = str(models[0])
-    return frame[frame["model"] == model], model
 
 
 def _finish(fig: plt.Figure, path: str | os.PathLike, title: str, model: str, dataset: str, random_weights: bool) -> plt.Figure:
@@ -83,7 +68,7 @@ def plot_drop_heatmaps(
     aggregate: pd.DataFrame, path: str | os.PathLike, *, dataset: str, random_weights: bool, model: str | None = None
 ) -> plt.Figure:
     """Family x severity heatmaps of the top-1 accuracy drop and the embedding drop 1 - self-similarity."""
-    table, model = _select_model(aggregate, model)
+    table, model = select_model(aggregate, model)
     table = table[table["family"] != CLEAN]
     table = table.assign(embedding_drop=1.0 - table["self_similarity_mean"])
     panels = [
@@ -127,7 +112,7 @@ def plot_severity_curves(
     model: str | None = None,
 ) -> plt.Figure:
     """``metric`` mean vs severity (0 = clean) with its bootstrap CI band, one line per family."""
-    table, model = _select_model(aggregate, model)
+    table, model = select_model(aggregate, model)
     families = _perturbed_families(table)
     colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
@@ -170,101 +155,6 @@ def plot_model_comparison(
     return _finish(fig, path, title, ", ".join(models), dataset, random_weights)
 
 
-def _image_at(images: ImageSource, image_id: str, severity: int) -> np.ndarray:
-    """The image of ``(image_id, severity)`` from a mapping or a callable."""
-    return images[(image_id, severity)] if isinstance(images, Mapping) else images(image_id, severity)
-
-
-def _cell_values(per_image: pd.DataFrame, family: str, metric: str) -> pd.Series:
-    """Seed-averaged ``metric`` per (image_id, severity) of ``family``, severity 0 from the clean rows."""
-    rows = per_image[per_image["family"].isin([family, CLEAN])]
-    return rows.groupby(["image_id", "severity"])[metric].mean()
-
-
-def plot_susceptibility_gallery(
-    top: pd.DataFrame,
-    images: ImageSource,
-    path: str | os.PathLike,
-    *,
-    family: str,
-    severities: Sequence[int],
-    dataset: str,
-    random_weights: bool,
-    model: str | None = None,
-    per_image: pd.DataFrame | None = None,
-    cell_metric: str = "alignment",
-) -> plt.Figure:
-    """Rows: the family's most susceptible then most robust images (``top_k`` output); columns: severities.
-
-    Row labels give rank, image id and susceptibility; with ``per_image`` each cell shows ``cell_metric``.
-    """
-    table, model = _select_model(top, model)
-    # "most_susceptible" sorts after "most_robust": descending puts the susceptible rows first
-    table = table[table["family"] == family].sort_values(["which", "rank"], ascending=[False, True])
-    if table.empty:
-        raise ValueError(f"no top-k rows for family {family!r}")
-    if per_image is not None:
-        per_image, _ = _select_model(per_image, model if "model" in per_image.columns else None)
-        cells = _cell_values(per_image, family, cell_metric)
-    labels = [
-        [
-            f"{cells[(row.image_id, s)]:.3f}" if per_image is not None and (row.image_id, s) in cells.index else ""
-            for s in severities
-        ]
-        for row in table.itertuples(index=False)
-    ]
-    fig = _thumbnail_mosaic(
-        [[_image_at(images, row.image_id, severity) for severity in severities] for row in table.itertuples(index=False)],
-        columns=["clean" if severity == 0 else f"severity {severity}" for severity in severities],
-        rows=[
-            f"{row.which.replace('_', ' ')} #{row.rank}\n{row.image_id}\nscore {row.susceptibility:.3f}"
-            for row in table.itertuples(index=False)
-        ],
-        cells=labels,
-    )
-    metric = table["metric"].iloc[0] if "metric" in table.columns else "drop"
-    cells_named = f"\nunder each image: its {cell_metric}" if per_image is not None else ""
-    title = f"Susceptibility to {family} ({metric}, normalised AUC){cells_named}"
-    return _finish(fig, path, title, model, dataset, random_weights)
-
-
-THUMBNAIL_INCHES = 1.0
-"""Side of a gallery cell: 100 px thumbnails in the 100 dpi PNG (the gallery shows trends, not pixels)."""
-
-
-def _thumbnail_mosaic(
-    images: Sequence[Sequence[np.ndarray]],
-    columns: Sequence[str],
-    rows: Sequence[str] | None = None,
-    cells: Sequence[Sequence[str]] | None = None,
-    side_inches: float = THUMBNAIL_INCHES,
-) -> plt.Figure:
-    """One image of thumbnails (``images[row][column]``) with a title per column and, when given, a
-    label per row (left) and a line of text under each cell: a single axes drawn 1:1 into the PNG,
-    where a grid of axes would cost seconds of layout and drawing."""
-    side, gap, margin, top = round(side_inches * DPI), round(0.08 * DPI), 0.1, 0.35
-    left = 1.3 if rows else margin  # inches: room for the row labels
-    pitch_x = side + gap
-    pitch_y = side + (round(0.22 * DPI) if cells else gap)  # room for a line of text under each cell
-    mosaic = np.full((len(images) * pitch_y, len(columns) * pitch_x - gap, 3), 255, dtype=np.uint8)
-    for r, row_images in enumerate(images):
-        for c, image in enumerate(row_images):
-            mosaic[r * pitch_y : r * pitch_y + side, c * pitch_x : c * pitch_x + side] = fit_image(image, side)
-    width, height = left + mosaic.shape[1] / DPI + margin, top + mosaic.shape[0] / DPI + margin
-    fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes((left / width, margin / height, mosaic.shape[1] / DPI / width, mosaic.shape[0] / DPI / height))
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_axis_off()
-    for c, title in enumerate(columns):
-        ax.text(c * pitch_x + side / 2, -4, title, ha="center", va="bottom", fontsize=8)
-    for r, row_label in enumerate(rows or []):
-        ax.text(-6, r * pitch_y + side / 2, row_label, ha="right", va="center", rotation=90, fontsize=7, multialignment="center")
-    for r, row_cells in enumerate(cells or []):
-        for c, text in enumerate(row_cells):
-            ax.text(c * pitch_x + side / 2, r * pitch_y + side + 2, text, ha="center", va="top", fontsize=6.5)
-    return fig
-
-
 def plot_drift_probabilities(
     drift: pd.DataFrame,
     image_ids: Sequence[str],
@@ -276,7 +166,7 @@ def plot_drift_probabilities(
     model: str | None = None,
 ) -> plt.Figure:
     """Per image: drift-label probabilities and JS divergence from clean over severity; the first flip marked."""
-    table, model = _select_model(drift, model)
+    table, model = select_model(drift, model)
     table = table[(table["family"] == family) & table["image_id"].isin(image_ids)]
     labels = drift_label_names(table)
     flips = label_flips(table).set_index("image_id")
@@ -333,7 +223,7 @@ def plot_drift_trajectories(
     model: str | None = None,
 ) -> plt.Figure:
     """Paths of images through the 2-D PCA of drift distributions, coloured by severity, with label vertices."""
-    coords, model = _select_model(trajectories.coords, model)
+    coords, model = select_model(trajectories.coords, model)
     coords = coords[(coords["family"] == family) & coords["image_id"].isin(image_ids)]
     fig, ax = plt.subplots(figsize=(7, 6))
     fig.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.98)  # no layout engine; the PNG is cropped to what is drawn
@@ -362,28 +252,6 @@ def plot_drift_trajectories(
     ax.grid(alpha=0.3)
     title = f"Drift trajectories under {family}\n(grey squares: pure-label distributions; ids at the last severity)"
     return _finish(fig, path, title, model, dataset, random_weights)
-
-
-def plot_family_preview(
-    images: Mapping[tuple[str, int], np.ndarray],
-    image_id: str,
-    family: str,
-    path: str | os.PathLike,
-    parameters: Mapping[str, Sequence] | None = None,
-) -> plt.Figure:
-    """One image under one family at every severity it has in ``images`` (0 = clean), with the parameters."""
-    severities = sorted(severity for key, severity in images if key == image_id)
-    titles = [
-        f"severity {severity}\n" + ", ".join(f"{name}={vals[severity - 1]:g}" for name, vals in (parameters or {}).items())
-        if severity
-        else "clean"
-        for severity in severities
-    ]
-    # panels of 170 px (the PNG's 100 dpi), close to the 224 px the embedding step sees
-    fig = _thumbnail_mosaic([[images[(image_id, severity)] for severity in severities]], titles, side_inches=1.7)
-    fig.text(0.5, 1.0, f"{family} on {image_id}", ha="center", va="bottom", fontsize=11)
-    save_figure(fig, path)
-    return fig
 
 
 def plot_attribute_accuracy(table: pd.DataFrame, path: str | os.PathLike, *, model: str, random_weights: bool) -> plt.Figure:

@@ -281,3 +281,15 @@ def top_k(susceptibility_table: pd.DataFrame, k: int) -> pd.DataFrame:
         chosen = ordered.groupby(groups, sort=False).head(k)
         picks.append(chosen.assign(which=which, rank=chosen.groupby(groups, sort=False).cumcount() + 1))
     return pd.concat(picks).sort_values(groups + ["which", "rank"], kind="stable").reset_index(drop=True)
+
+
+def select_model(frame: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
+    """Rows of one model (``model``, or the only one in the frame) and its name for titles."""
+    if "model" not in frame.columns:
+        return frame, model or "unnamed model"
+    if model is None:
+        models = frame["model"].unique()
+        if len(models) != 1:
+            raise ValueError(f"the table holds models {list(models)}: pass model=")
+        model = str(models[0])
+    return frame[frame["model"] == model], model
