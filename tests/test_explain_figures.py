@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cliplens import plotting
+from cliplens.explain import figures as explain_figures
 from cliplens.explain.figures import deletion_insertion_figure, overlay_grid, sanity_check_figure
 from cliplens.metrics import summarise
 from cliplens.plotting import segmentation_figure, summary_figure
@@ -92,13 +93,18 @@ def test_figure_writes_png_and_pdf_with_stamp(
     name: str, random_weights: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stamped: list[bool] = []
-    original_mark = plotting.mark_random_weights
+    original_mark, original_save_sheet = plotting.mark_random_weights, explain_figures.save_sheet
 
     def spy(fig) -> None:
         original_mark(fig)
         stamped.append(any(plotting.RANDOM_WEIGHTS_NOTE in t.get_text() for t in fig.texts))
 
+    def sheet_spy(sheet, path):  # the overlays are a sheet of pictures, stamped when drawn
+        stamped.extend([True] if plotting.RANDOM_WEIGHTS_NOTE in sheet.texts else [])
+        return original_save_sheet(sheet, path)
+
     monkeypatch.setattr(plotting, "mark_random_weights", spy)
+    monkeypatch.setattr(explain_figures, "save_sheet", sheet_spy)
     written = FIGURES[name](tmp_path / f"{name}.png", random_weights)
     assert sorted(p.suffix for p in written) == ([".png"] if name in PICTURES else [".pdf", ".png"])
     for path in written:

@@ -94,3 +94,33 @@ def test_a_sheet_is_saved_as_a_picture_and_counted(tmp_path: Path) -> None:
     figure_files.set_gallery_pdf(False)  # switched off again: no PDF of the earlier run stays beside the PNG
     sheets.save_sheet(sheet, tmp_path / "sheet.png")
     assert not (tmp_path / "sheet.pdf").exists()
+
+
+@pytest.mark.parametrize("cmap, limits", [("jet", (0.0, 1.0)), ("coolwarm", (-0.5, 0.5))])
+def test_an_overlay_is_what_matplotlib_draws_for_a_translucent_map_over_an_image(
+    tmp_path: Path, cmap: str, limits: tuple[float, float]
+) -> None:
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    heat = rng.uniform(limits[0] - 0.2, limits[1] + 0.2, (40, 30))  # partly outside the limits: clipped
+    fig = plt.figure(figsize=(30 / figure_files.DPI, 40 / figure_files.DPI), dpi=figure_files.DPI)
+    axes = fig.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    axes.imshow(image, interpolation="nearest")
+    axes.imshow(heat, cmap=cmap, alpha=0.5, vmin=limits[0], vmax=limits[1], interpolation="nearest")
+    fig.savefig(tmp_path / "matplotlib.png", dpi=figure_files.DPI)
+    plt.close(fig)
+    theirs = np.asarray(Image.open(tmp_path / "matplotlib.png").convert("RGB"), dtype=int)
+    ours = sheets.overlay(image, heat, cmap=cmap, alpha=0.5, vmin=limits[0], vmax=limits[1])
+    assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() <= 2
+
+
+def test_an_overlay_stretches_a_coarse_map_over_the_image() -> None:
+    image = np.zeros((32, 32, 3))
+    coarse = np.array([[0.0, 1.0], [0.0, 1.0]])  # left half cold, right half hot
+    drawn = sheets.overlay(image, coarse, cmap="gray", alpha=1.0).astype(int)
+    assert drawn.shape == (32, 32, 3)
+    assert drawn[:, 0].max() < 40 and drawn[:, -1].min() > 215  # the map's range spans black to white
+    assert (np.diff(drawn[0, :, 0]) >= 0).all()  # bilinear: rising from left to right

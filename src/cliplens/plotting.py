@@ -184,12 +184,6 @@ def message_figure(message: str, path: str | os.PathLike, random_weights: bool =
     return save_figure(fig, path, random_weights=random_weights)
 
 
-def _image(ax: plt.Axes, image: np.ndarray) -> None:
-    ax.imshow(np.clip(image, 0, 255 if image.dtype == np.uint8 else 1))
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 CELL_INCHES = 1.6
 """Side of an image panel in figures of image grids: 160 px in the 100 dpi PNG."""
 

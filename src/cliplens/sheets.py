@@ -148,6 +148,37 @@ def thumbnail_sheet(
     return Sheet(canvas, mosaic, texts)
 
 
+CELL_SIDE = 160
+"""Side of an image cell in sheets of full images (overlays, neighbours): 160 px, as the plots' panels."""
+
+
+def overlay(
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """``image`` [H, W, 3] (uint8, or float in [0, 1]) under ``heat`` [h, w] (stretched to H x W,
+    bilinear, where the sizes differ) coloured by the matplotlib colour map ``cmap`` between ``vmin``
+    and ``vmax`` (default: the map's range) at opacity ``alpha``: what matplotlib draws for an image
+    shown under a translucent map, as uint8 [H, W, 3]."""
+    from matplotlib import colormaps  # the colour maps only, not pyplot
+
+    base = np.asarray(image)[..., :3]
+    base = base / 255.0 if base.dtype == np.uint8 else np.clip(base, 0.0, 1.0)
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != base.shape[:2]:
+        heat = np.asarray(Image.fromarray(heat).resize(base.shape[1::-1], Image.Resampling.BILINEAR))
+    low = float(heat.min()) if vmin is None else vmin
+    high = float(heat.max()) if vmax is None else vmax
+    scaled = np.clip((heat - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(heat)
+    blended = (1 - alpha) * base + alpha * colormaps[cmap](scaled)[..., :3]
+    return (blended * 255).round().astype(np.uint8)
+
+
 def save_sheet(sheet: Sheet, path: str | os.PathLike) -> list[Path]:
     """Write ``sheet`` as a figure of pictures: its PNG and, when gallery PDFs are switched on, a
     PDF holding the same pixels losslessly. Counted like every saved figure

@@ -1,7 +1,7 @@
 """Figures for explanation maps: overlays, segmentations, metric summaries, deletion/insertion, sanity checks.
 
-Every function draws one figure, writes it as PNG + PDF through :func:`cliplens.plotting.save_figure`
-and returns the written paths; ``random_weights=True`` stamps it as made with random weights.
+Every function draws one figure, writes it (plots as PNG + PDF through :func:`cliplens.plotting.save_figure`,
+the overlays as a sheet of pictures through :func:`cliplens.sheets.save_sheet`) and returns the written paths; ``random_weights=True`` stamps it as made with random weights.
 Images are ``[N, H, W, 3]`` (float in [0, 1] or uint8); maps are ``[..., H, W]`` in [0, 1].
 
 """
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from cliplens.metrics import as_numpy
-from cliplens.plotting import CELL_INCHES, save_figure
+from cliplens.plotting import save_figure
+from cliplens.sheets import CELL_SIDE, overlay, save_sheet, thumbnail_sheet
 
 
 def mean_and_sem(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -35,31 +36,34 @@ def overlay_grid(
     alpha: float = 0.5,
     cmap: str = "jet",
 ) -> list[Path]:
-    """Rows: images; columns: the image, then each method's map for each prompt.
+    """Rows: images; columns: the image, then each method's map for each prompt, drawn over the
+    image (a sheet of pictures, :mod:`cliplens.sheets`; PNG only unless gallery PDFs are on).
 
-    ``maps`` is ``{method: [N, P, H, W]}`` (e.g. raw CLIP, Surgery, a gradient baseline) and
-    ``prompts`` holds P prompts shared by all images, or one list of P prompts per image.
+    ``maps`` is ``{method: [N, P, H, W]}`` in [0, 1] (e.g. raw CLIP, Surgery, a gradient baseline)
+    and ``prompts`` holds P prompts shared by all images (named above the columns), or one list of
+    P prompts per image (named under each map).
     """
     images = as_numpy(images)
     methods = list(maps)
     per_method = {m: as_numpy(maps[m]) for m in methods}
     n_images, n_prompts = per_method[methods[0]].shape[:2]
-    row_prompts = [list(prompts)] * n_images if isinstance(prompts[0], str) else [list(p) for p in prompts]
-    n_cols = 1 + n_prompts * len(methods)
-    fig, axes = plt.subplots(n_images, n_cols, figsize=(CELL_INCHES * n_cols, CELL_INCHES * n_images), squeeze=False)
-    for row in range(n_images):
-        axes[row, 0].imshow(images[row])
-        axes[row, 0].set_title("image", fontsize=8)
-        for p in range(n_prompts):
-            for m, method in enumerate(methods):
-                ax = axes[row, 1 + p * len(methods) + m]
-                ax.imshow(images[row])
-                ax.imshow(per_method[method][row, p], cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-                ax.set_title(f"{method}\n{row_prompts[row][p]!r}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    fig.tight_layout()
-    return save_figure(fig, path, random_weights=random_weights)
+    shared = isinstance(prompts[0], str)
+    row_prompts = [list(prompts)] * n_images if shared else [list(p) for p in prompts]
+    cells = [(p, method) for p in range(n_prompts) for method in methods]
+    sheet = thumbnail_sheet(
+        [
+            [
+                images[row],
+                *(overlay(images[row], per_method[m][row, p], cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0) for p, m in cells),
+            ]
+            for row in range(n_images)
+        ],
+        columns=["image", *(f"{method}\n{row_prompts[0][p]!r}" if shared else method for p, method in cells)],
+        cells=None if shared else [["", *(repr(row_prompts[row][p]) for p, _ in cells)] for row in range(n_images)],
+        side=CELL_SIDE,
+        random_weights=random_weights,
+    )
+    return save_sheet(sheet, path)
 
 
 def deletion_insertion_figure(

@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cliplens.plotting import CELL_INCHES, _image, message_figure, save_figure
+from cliplens.plotting import message_figure, save_figure
+from cliplens.sheets import CELL_SIDE, overlay, save_sheet, thumbnail_sheet
 
 if TYPE_CHECKING:  # torch-based modules: imported where needed, so plotting a table needs no torch
     from cliplens.interpret.labels import HeadLabels
@@ -86,25 +87,22 @@ def plot_neighbours(
     query_titles: Sequence[str] | None = None,
     random_weights: bool = False,
 ) -> list[Path]:
-    """Rows of queries (an image, or just a title such as a text) and their neighbours.
+    """Rows of queries (an image, or just a title such as a text) and their neighbours, each with its
+    score under it (a sheet of pictures, :mod:`cliplens.sheets`).
 
     ``neighbour_images [Q, k, h, w, 3]``, ``scores [Q, k]``, ``query_images [Q, h, w, 3]``.
     """
     num_queries, k = scores.shape
-    offset = 1 if query_images is not None else 0
-    fig, axes = plt.subplots(
-        num_queries, k + offset, figsize=(CELL_INCHES * (k + offset), (CELL_INCHES + 0.2) * num_queries), squeeze=False
+    query = ["query"] if query_images is not None else []
+    sheet = thumbnail_sheet(
+        [[*([query_images[q]] if query_images is not None else []), *neighbour_images[q]] for q in range(num_queries)],
+        columns=[*query, *(f"neighbour {i + 1}" for i in range(k))],
+        rows=list(query_titles) if query_titles is not None else None,
+        cells=[[*([""] * len(query)), *(f"{score:.3f}" for score in scores[q])] for q in range(num_queries)],
+        side=CELL_SIDE,
+        random_weights=random_weights,
     )
-    for q in range(num_queries):
-        if query_images is not None:
-            _image(axes[q, 0], query_images[q])
-            axes[q, 0].set_title("query", fontsize=8)
-        if query_titles is not None:
-            axes[q, 0].set_ylabel(query_titles[q], fontsize=8)
-        for i in range(k):
-            _image(axes[q, offset + i], neighbour_images[q, i])
-            axes[q, offset + i].set_title(f"{scores[q, i]:.3f}", fontsize=8)
-    return save_figure(fig, path, random_weights=random_weights)
+    return save_sheet(sheet, path)
 
 
 def plot_head_maps(
@@ -116,29 +114,29 @@ def plot_head_maps(
     diverging: bool = False,
     random_weights: bool = False,
 ) -> list[Path]:
-    """Overlay each head's map [n, H, gh, gw] (topic or contrastive) on the image [h, w, 3]."""
+    """Overlay each head's map [n, H, gh, gw] (topic or contrastive) on the image [h, w, 3]: a row per
+    layer, a column per head (a sheet of pictures); each map spans its own range (diverging maps:
+    symmetric about 0, coolwarm)."""
     from cliplens.maps import upsample_maps
 
     num_layers, num_heads = maps.shape[:2]
-    size = image.shape[:2]
-    upsampled = upsample_maps(maps, size)
-    fig, axes = plt.subplots(
-        num_layers, num_heads, figsize=(CELL_INCHES * num_heads, CELL_INCHES * num_layers + 0.5), squeeze=False
+    upsampled = upsample_maps(maps, image.shape[:2])
+
+    def drawn(values: np.ndarray) -> np.ndarray:
+        limit = float(np.abs(values).max()) or 1.0
+        if diverging:
+            return overlay(image, values, cmap="coolwarm", vmin=-limit, vmax=limit)
+        return overlay(image, values, cmap="jet")
+
+    sheet = thumbnail_sheet(
+        [[drawn(upsampled[i, h]) for h in range(num_heads)] for i in range(num_layers)],
+        columns=[f"H{h}" for h in range(num_heads)],
+        rows=[f"L{layer}" for layer in head_layers],
+        side=CELL_SIDE,
+        title=title,
+        random_weights=random_weights,
     )
-    for (i, h), axis in np.ndenumerate(axes):
-        values = upsampled[i, h]
-        limit = np.abs(values).max() or 1.0
-        _image(axis, image)
-        axis.imshow(
-            values,
-            cmap="coolwarm" if diverging else "jet",
-            alpha=0.5,
-            vmin=-limit if diverging else values.min(),
-            vmax=limit if diverging else values.max(),
-        )
-        axis.set_title(f"L{head_layers[i]}.H{h}", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path, random_weights=random_weights)
+    return save_sheet(sheet, path)
 
 
 def plot_neighbour_rows(
