@@ -21,11 +21,11 @@ def gallery_pdf_off():
     figure_files.set_gallery_pdf(False)
 
 
-def _sheet(title: str = "a title", random_weights: bool = False) -> sheets.Sheet:
+def _sheet(title: str = "a title", random_weights: bool = False, columns: tuple[str, str] = ("clean", "blur")) -> sheets.Sheet:
     images = [[np.full((224, 160, 3), colour, dtype=np.uint8) for colour in COLOURS[row * 2 : row * 2 + 2]] for row in range(2)]
     return sheets.thumbnail_sheet(
         images,
-        columns=["clean", "severity 1"],
+        columns=list(columns),
         rows=["first row\nimg0", "second row\nimg1"],
         cells=[["0.100", "0.200"], ["0.300", "0.400"]],
         side=50,
@@ -47,7 +47,7 @@ def test_thumbnails_are_pasted_whole_at_their_cells() -> None:
     assert sheet.texts == (
         "a title",
         "clean",
-        "severity 1",
+        "blur",
         "first row\nimg0",
         "second row\nimg1",
         "0.100",
@@ -57,9 +57,19 @@ def test_thumbnails_are_pasted_whole_at_their_cells() -> None:
     )
 
 
+def test_columns_widen_to_captions_wider_than_a_thumbnail() -> None:
+    narrow, wide = _sheet(), _sheet(columns=("clean", "a caption far wider than a thumbnail"))
+    assert narrow.mosaic.shape[1] == 2 * 50 + sheets.GAP  # captions narrower than 50 px: thumbnail-wide columns
+    caption = sheets.font(8).getlength("a caption far wider than a thumbnail")
+    assert wide.mosaic.shape[1] >= 2 * caption + sheets.GAP  # both columns as wide as the widest caption
+    column = (wide.mosaic.shape[1] - sheets.GAP) // 2
+    inset = (column - 50) // 2
+    assert (wide.mosaic[:50, inset + 7 : inset + 43] != 255).any(axis=2).all()  # the thumbnail in the middle of its column
+
+
 @pytest.mark.parametrize("title", ["short", "a title far wider than the two thumbnails of this small sheet, " * 2])
 def test_every_caption_lies_inside_the_sheet(title: str) -> None:
-    sheet = _sheet(title)  # (the stamp across a sheet may be cut by a small sheet's edges, as a watermark is)
+    sheet = _sheet(title, random_weights=True)  # the stamp across it too
     ink = (np.asarray(sheet.image) < 250).any(axis=2)
     rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     margin = sheets.PAD - 1  # antialiased edges may reach one pixel into the padding

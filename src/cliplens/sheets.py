@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 from cliplens.figure_files import DPI, RANDOM_WEIGHTS_NOTE, fit_image, write_figure_files
 from cliplens.runtime import saving_figure
@@ -46,8 +46,9 @@ RED = (255, 0, 0)
 
 @dataclass(frozen=True)
 class Sheet:
-    """A drawn sheet: ``image`` (RGB) as it is saved, ``mosaic`` the grid of thumbnails in it
-    (uint8 [rows x pitch, columns x pitch - gap, 3]) and ``texts`` every caption drawn, title first."""
+    """A drawn sheet: ``image`` (RGB) as it is saved, ``mosaic`` the grid of thumbnails in it (uint8;
+    columns as wide as the thumbnail or the widest caption, whichever is more, each thumbnail in the
+    middle of its column, :data:`GAP` between columns) and ``texts`` every caption drawn, title first."""
 
     image: Image.Image
     mosaic: np.ndarray
@@ -76,12 +77,20 @@ def _text_mask(text: str, typeface: ImageFont.FreeTypeFont) -> Image.Image:
     return mask
 
 
-def _paste(canvas: Image.Image, mask: Image.Image, x: float, y: float, ha: str, va: str, colour=(0, 0, 0)) -> None:
+def _paste(
+    canvas: Image.Image, mask: Image.Image, x: float, y: float, ha: str, va: str, colour: tuple[int, int, int] = (0, 0, 0)
+) -> None:
     """Ink ``mask`` onto ``canvas`` in ``colour``, placed at (``x``, ``y``) by its ``ha`` (left,
     center, right) and ``va`` (top, center, bottom) edge."""
     left = {"left": x, "center": x - mask.width / 2, "right": x - mask.width}[ha]
     top = {"top": y, "center": y - mask.height / 2, "bottom": y - mask.height}[va]
     canvas.paste(colour, (round(left), round(top)), mask)
+
+
+def _stamp() -> Image.Image:
+    """The random-weights note across a sheet: bold, turned 20 degrees, at :data:`STAMP_ALPHA`."""
+    turned = _text_mask(RANDOM_WEIGHTS_NOTE, font(14, bold=True)).rotate(20, expand=True, resample=Image.Resampling.BICUBIC)
+    return turned.point(lambda value: round(value * STAMP_ALPHA))
 
 
 def thumbnail_sheet(
@@ -97,47 +106,49 @@ def thumbnail_sheet(
     """Thumbnails ``images[row][column]``, each fitted into a ``side`` px square
     (:func:`cliplens.figure_files.fit_image`), under a bold ``title`` with a caption per column,
     when given a label per row (left, turned upright) and a line of text under each cell.
-    ``random_weights`` stamps the sheet across its middle and adds a line under it, as on the plots."""
-    pitch_x, pitch_y = side + GAP, side + (CELL_TEXT_HEIGHT if cells else GAP)
-    mosaic = np.full((len(images) * pitch_y, len(columns) * pitch_x - GAP, 3), 255, dtype=np.uint8)
-    for r, row_images in enumerate(images):
-        for c, image in enumerate(row_images):
-            mosaic[r * pitch_y : r * pitch_y + side, c * pitch_x : c * pitch_x + side] = fit_image(image, side)
+    ``random_weights`` stamps the sheet across its middle (the sheet at least as large as the stamp)
+    and adds a line under it, as on the plots."""
     heading = _text_mask(title, font(12, bold=True)) if title else None
     column_masks = [_text_mask(text, font(8)) for text in columns]
     row_masks = [_text_mask(text, font(7)).rotate(90, expand=True) for text in rows or []]
     cell_masks = [[_text_mask(text, font(6.5)) for text in row] for row in cells or []]
     note = _text_mask(RANDOM_WEIGHTS_NOTE, font(9)) if random_weights else None
+    stamp = _stamp() if random_weights else None
+    captions = [*column_masks, *(mask for row in cell_masks for mask in row)]
+    column_width = max([side, *(mask.width + 4 for mask in captions)])  # captions never overlap
+    pitch_x, pitch_y = column_width + GAP, side + (CELL_TEXT_HEIGHT if cells else GAP)
+    inset = (column_width - side) // 2  # a thumbnail sits in the middle of its column
+    mosaic = np.full((len(images) * pitch_y, len(columns) * pitch_x - GAP, 3), 255, dtype=np.uint8)
+    for r, row_images in enumerate(images):
+        for c, image in enumerate(row_images):
+            left = c * pitch_x + inset
+            mosaic[r * pitch_y : r * pitch_y + side, left : left + side] = fit_image(image, side)
 
     row_band = max((mask.width for mask in row_masks), default=-6) + 6
     block_width = row_band + mosaic.shape[1]  # row labels and thumbnails
-    overhang = max((mask.width for mask in [*column_masks, *(m for row in cell_masks for m in row)]), default=0)
-    width = 2 * PAD + max(block_width + 2 * overhang, heading.width if heading else 0, note.width if note else 0)
+    width = 2 * PAD + max(block_width, heading.width if heading else 0, note.width if note else 0, stamp.width if stamp else 0)
     heading_band = heading.height + 8 if heading else 0
     mosaic_top = PAD + heading_band + max((mask.height for mask in column_masks), default=0) + 4
-    height = mosaic_top + mosaic.shape[0] + (note.height + 6 if note else 0) + PAD
+    height = max(mosaic_top + mosaic.shape[0] + (note.height + 6 if note else 0) + PAD, stamp.height + 2 * PAD if stamp else 0)
     mosaic_left = (width - block_width) // 2 + row_band
 
-    canvas = Image.new("RGB", (width, height), "white")  # wide enough for captions wider than a cell
+    canvas = Image.new("RGB", (width, height), "white")
     canvas.paste(Image.fromarray(mosaic), (mosaic_left, mosaic_top))
     if heading:
         _paste(canvas, heading, width / 2, PAD, "center", "top")
     for c, mask in enumerate(column_masks):
-        _paste(canvas, mask, mosaic_left + c * pitch_x + side / 2, mosaic_top - 4, "center", "bottom")
+        _paste(canvas, mask, mosaic_left + c * pitch_x + column_width / 2, mosaic_top - 4, "center", "bottom")
     for r, mask in enumerate(row_masks):
         _paste(canvas, mask, mosaic_left - 6, mosaic_top + r * pitch_y + side / 2, "right", "center")
     for r, row in enumerate(cell_masks):
         for c, mask in enumerate(row):
-            _paste(canvas, mask, mosaic_left + c * pitch_x + side / 2, mosaic_top + r * pitch_y + side + 2, "center", "top")
+            _paste(
+                canvas, mask, mosaic_left + c * pitch_x + column_width / 2, mosaic_top + r * pitch_y + side + 2, "center", "top"
+            )
     if note:
         _paste(canvas, note, width / 2, mosaic_top + mosaic.shape[0] + 6, "center", "top", RED)
-    left, _, right, _ = ImageOps.invert(canvas.convert("L")).getbbox() or (PAD, 0, width - PAD, height)
-    canvas = canvas.crop((left - PAD, 0, right + PAD, height))  # what is drawn, padded
-    if note:
-        stamp = _text_mask(RANDOM_WEIGHTS_NOTE, font(14, bold=True)).rotate(20, expand=True, resample=Image.Resampling.BICUBIC)
-        _paste(
-            canvas, stamp.point(lambda value: round(value * STAMP_ALPHA)), canvas.width / 2, height / 2, "center", "center", RED
-        )
+    if stamp:
+        _paste(canvas, stamp, width / 2, height / 2, "center", "center", RED)
     texts = (
         *([title] if title else []),
         *columns,
@@ -148,8 +159,9 @@ def thumbnail_sheet(
     return Sheet(canvas, mosaic, texts)
 
 
-CELL_SIDE = 160
-"""Side of an image cell in sheets of full images (overlays, neighbours): 160 px, as the plots' panels."""
+CELL_SIDE = 110
+"""Side of an image cell in sheets of full images (overlays, neighbours), in pixels: about what an
+image got in a matplotlib grid of 1.6-inch panels once titles and spacing took their share."""
 
 
 def overlay(
