@@ -171,7 +171,7 @@ def plot_drift_probabilities(
     labels = drift_label_names(table)
     flips = label_flips(table).set_index("image_id")
     colors = plt.get_cmap("tab10")(np.arange(len(labels)) % 10)
-    n_cols = min(3, len(image_ids))
+    n_cols = 2 if len(image_ids) == 4 else min(3, len(image_ids))  # four images: 2 x 2, no empty panel
     n_rows = -(-len(image_ids) // n_cols)
     width, height = 4 * n_cols, 3 * n_rows + 0.8
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), sharex=True, sharey=True, squeeze=False)
