@@ -1,11 +1,12 @@
-"""Shared figure conventions: saving matplotlib figures at display resolution, marking random-weight
-figures, image panels, class colours and the one segmentation figure.
+"""Shared conventions of matplotlib figures: saving at display resolution, marking random-weight
+figures, class colours and the shared plots (segmentation, metric summary, training curves).
 
 Figures are written as :mod:`cliplens.figure_files` writes every figure: a PNG at 100 dpi with a
 256-colour palette (pictures dithered), cropped to what is drawn; plots (no pictures; heatmaps
-count as plots) also as PDF, whose vectors scale. Figures that show pictures (RGB images:
-galleries, overlays) are raster by nature: PNG only unless :func:`set_gallery_pdf` asks for a PDF
-beside it (config ``figures.gallery_pdf``; its rasters are lossless RGB).
+count as plots) also as PDF, whose vectors scale. Figures that show pictures (RGB images) are
+raster by nature: PNG only unless :func:`cliplens.figure_files.set_gallery_pdf` asks for a PDF
+beside it (config ``figures.gallery_pdf``; its rasters are lossless RGB). Grids of pictures
+(galleries, overlays, neighbours) are drawn without matplotlib, as :mod:`cliplens.sheets`.
 """
 
 from __future__ import annotations
