@@ -19,6 +19,13 @@ DPI = 100
 """Pixels per inch of every PNG."""
 
 RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS - not a result about any trained CLIP model"
+"""Said on every figure drawn with random weights: stamped across it and in a line under it."""
+
+STAMP_POINTS, STAMP_DEGREES, STAMP_ALPHA = 14, 20, 0.35
+"""The stamp across a random-weights figure: bold, its size in points, turned, translucent."""
+
+NOTE_POINTS = 9
+"""Size of the random-weights line under a figure, in points."""
 
 _OUTPUT = {"gallery_pdf": False}
 

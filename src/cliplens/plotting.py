@@ -29,7 +29,15 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from cliplens.figure_files import DPI, RANDOM_WEIGHTS_NOTE, write_figure_files
+from cliplens.figure_files import (
+    DPI,
+    NOTE_POINTS,
+    RANDOM_WEIGHTS_NOTE,
+    STAMP_ALPHA,
+    STAMP_DEGREES,
+    STAMP_POINTS,
+    write_figure_files,
+)
 from cliplens.metrics import as_numpy
 from cliplens.runtime import saving_figure
 
@@ -42,15 +50,15 @@ def mark_random_weights(fig: plt.Figure) -> None:
         RANDOM_WEIGHTS_NOTE,
         ha="center",
         va="center",
-        rotation=20,
-        fontsize=14,
+        rotation=STAMP_DEGREES,
+        fontsize=STAMP_POINTS,
         color="red",
-        alpha=0.35,
+        alpha=STAMP_ALPHA,
         weight="bold",
         zorder=1000,
     )
     # a plain line below the figure: titles and suptitles above stay as they are
-    fig.text(0.5, 0.0, RANDOM_WEIGHTS_NOTE, ha="center", va="top", color="red", fontsize=9)
+    fig.text(0.5, 0.0, RANDOM_WEIGHTS_NOTE, ha="center", va="top", color="red", fontsize=NOTE_POINTS)
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, random_weights: bool = False) -> list[Path]:

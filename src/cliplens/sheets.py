@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cliplens.figure_files import DPI, RANDOM_WEIGHTS_NOTE, fit_image, write_figure_files
+from cliplens.figure_files import (
+    DPI,
+    NOTE_POINTS,
+    RANDOM_WEIGHTS_NOTE,
+    STAMP_ALPHA,
+    STAMP_DEGREES,
+    STAMP_POINTS,
+    fit_image,
+    write_figure_files,
+)
 from cliplens.runtime import saving_figure
 
 PAD = 10
@@ -37,9 +46,6 @@ CELL_TEXT_HEIGHT = 22
 
 LINE_SPACING = 2
 """Pixels between the lines of a caption."""
-
-STAMP_ALPHA = 0.35
-"""Opacity of the random-weights stamp across a sheet (as on the plots)."""
 
 RED = (255, 0, 0)
 
@@ -88,8 +94,10 @@ def _paste(
 
 
 def _stamp() -> Image.Image:
-    """The random-weights note across a sheet: bold, turned 20 degrees, at :data:`STAMP_ALPHA`."""
-    turned = _text_mask(RANDOM_WEIGHTS_NOTE, font(14, bold=True)).rotate(20, expand=True, resample=Image.Resampling.BICUBIC)
+    """The random-weights note across a sheet, as on the plots (:mod:`cliplens.figure_files`)."""
+    turned = _text_mask(RANDOM_WEIGHTS_NOTE, font(STAMP_POINTS, bold=True)).rotate(
+        STAMP_DEGREES, expand=True, resample=Image.Resampling.BICUBIC
+    )
     return turned.point(lambda value: round(value * STAMP_ALPHA))
 
 
@@ -112,7 +120,7 @@ def thumbnail_sheet(
     column_masks = [_text_mask(text, font(8)) for text in columns]
     row_masks = [_text_mask(text, font(7)).rotate(90, expand=True) for text in rows or []]
     cell_masks = [[_text_mask(text, font(6.5)) for text in row] for row in cells or []]
-    note = _text_mask(RANDOM_WEIGHTS_NOTE, font(9)) if random_weights else None
+    note = _text_mask(RANDOM_WEIGHTS_NOTE, font(NOTE_POINTS)) if random_weights else None
     stamp = _stamp() if random_weights else None
     captions = [*column_masks, *(mask for row in cell_masks for mask in row)]
     column_width = max([side, *(mask.width + 4 for mask in captions)])  # captions never overlap
