@@ -5,9 +5,10 @@ from cliplens.figure_files import set_gallery_pdf
 from cliplens.images import as_images, load_pixels, square_transform
 from cliplens.interpret.token_maps import METHOD, segmentation_scores
 from cliplens.io import read_embeddings
-from cliplens.maps import evaluation_rows, plot_segmentation
+from cliplens.maps import evaluation_rows
 from cliplens.models import load_model
 from cliplens.runtime import job_logging
+from cliplens.stored_maps import plot_segmentation
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     set_gallery_pdf(snakemake.params.gallery_pdf)

@@ -1,11 +1,10 @@
 """Evaluate the decomposition's zero-shot segmentation on the masks, as the surgery maps are (Snakemake script)."""
 
-import cliplens.interpret.token_maps  # noqa: F401  (registers the decomposition's map method)
 from cliplens.datasets import read_manifest
 from cliplens.io import write_table
-from cliplens.maps import ExplanationScores, evaluation_summary, mask_evaluation
 from cliplens.plotting import summary_figure
 from cliplens.runtime import job_logging
+from cliplens.stored_maps import ExplanationScores, evaluation_summary, mask_evaluation
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs, model = snakemake.params, snakemake.output, snakemake.wildcards.model

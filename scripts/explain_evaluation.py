@@ -7,10 +7,10 @@ from cliplens.datasets import read_manifest
 from cliplens.explain.evaluation import deletion_insertion_scores
 from cliplens.explain.figures import deletion_insertion_figure
 from cliplens.io import write_table
-from cliplens.maps import ExplanationScores, evaluation_summary, mask_evaluation
 from cliplens.models import load_model
 from cliplens.plotting import summary_figure
 from cliplens.runtime import job_logging
+from cliplens.stored_maps import ExplanationScores, evaluation_summary, mask_evaluation
 
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     params, outputs, model = snakemake.params, snakemake.output, snakemake.wildcards.model

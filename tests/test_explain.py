@@ -12,7 +12,8 @@ from torchvision.transforms.v2 import functional as TF
 from cliplens.explain.methods import explanation_scores
 from cliplens.explain.surgery import explain
 from cliplens.images import pixels_of, square_transform
-from cliplens.maps import ExplanationScores, get_method, mask_evaluation
+from cliplens.maps import get_method
+from cliplens.stored_maps import ExplanationScores, mask_evaluation
 from cliplens.text import label_features
 
 CFG = {
@@ -55,7 +56,7 @@ def test_stored_scores_render_to_the_library_maps(tmp_path, tiny_loaded):
         expected = explain(tiny_loaded.model, images, text, method=method, depth=2)
         pairs = loaded_back.pair_maps(method, [0, 1, 2, 2], [0, 1, 2, 0])
         # stored as float16 at patch level: rendering differs from float32 by float16 rounding only
-        torch.testing.assert_close(pairs, expected[[0, 1, 2, 2], [0, 1, 2, 0]], atol=5e-3, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(pairs), expected[[0, 1, 2, 2], [0, 1, 2, 0]], atol=5e-3, rtol=0)
     assert loaded_back.scores["gradcam"].shape == (3, 3, 7, 7)
     segmentation = loaded_back.segmentation("surgery", chunk=2)
     assert segmentation.shape == (3, 224, 224) and segmentation.max() < 3

@@ -21,9 +21,9 @@ from cliplens.interpret.figures import (
 from cliplens.interpret.labels import HeadLabels, PropertyEmbeddings, interpretability_metrics, label_heads
 from cliplens.interpret.neighbours import head_image_neighbours, head_text_neighbours, nearest_neighbours, property_neighbours
 from cliplens.interpret.token_maps import contrastive_maps, topic_maps, zero_shot_segmentation
-from cliplens.maps import upsample_maps
 from cliplens.models import create_tiny_clip
 from cliplens.plotting import segmentation_figure
+from cliplens.stored_maps import upsample_maps
 
 E = np.eye(4, dtype=np.float32)
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from cliplens.images import load_pixels, square_transform
-from cliplens.maps import ExplanationScores
 from cliplens.metrics import deletion_insertion
 from cliplens.models import LoadedModel
+from cliplens.stored_maps import ExplanationScores
 
 
 def deletion_insertion_scores(
@@ -42,7 +42,7 @@ def deletion_insertion_scores(
         maps = explanations.pair_maps(method, range(len(target)), target.cpu().numpy())
         deletion, insertion, method_curves = deletion_insertion(
             pixels,
-            maps.to(pixels.device),
+            torch.from_numpy(maps).to(pixels.device),
             lambda batch, index: (embed(batch) * text[target[index]]).sum(dim=1),
             steps=cfg["evaluation"]["deletion_steps"],
             batch_size=batch_size,

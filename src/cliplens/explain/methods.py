@@ -22,8 +22,9 @@ from cliplens.explain.surgery import (
     single_prompt_surgery,
 )
 from cliplens.images import iterate_batches, square_transform
-from cliplens.maps import ExplanationScores, method_scores, register, render_scores
+from cliplens.maps import method_scores, register, render_scores, stored_scores
 from cliplens.models import LoadedModel
+from cliplens.stored_maps import ExplanationScores
 from cliplens.text import label_features
 from cliplens.towers import patch_grid
 
@@ -95,7 +96,7 @@ def explanation_scores(
             parts[method].append(method_scores(loaded, method, pixels, text, cfg).numpy())
     size = (cfg["image_size"], cfg["image_size"])
     scores = {m: np.concatenate(p) if p else np.empty((0, len(labels), 1, 1), np.float32) for m, p in parts.items()}
-    return ExplanationScores.of_methods(ids, list(labels), size, scores, text.numpy())
+    return stored_scores(ids, list(labels), size, scores, text.numpy())
 
 
 def prompt_maps(

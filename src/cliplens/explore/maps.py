@@ -14,7 +14,7 @@ import numpy as np
 import cliplens.explain.methods  # noqa: F401  (registers raw, surgery and gradcam)
 from cliplens.explain.methods import prompt_maps
 from cliplens.explore.data import Run, as_pil, overlay
-from cliplens.maps import ExplanationScores
+from cliplens.stored_maps import ExplanationScores
 
 METHODS = ("raw", "surgery", "gradcam")
 
@@ -31,7 +31,7 @@ def prompt_map(run: Run, image_id: str, prompt: str) -> tuple[dict[str, np.ndarr
     stored = stored_maps(run)
     if stored is not None and image_id in stored.image_ids and prompt in stored.labels:
         i, j = stored.image_ids.index(image_id), stored.labels.index(prompt)
-        return {m: stored.pair_maps(m, [i], [j])[0].numpy() for m in METHODS if m in stored.scores}, True
+        return {m: stored.pair_maps(m, [i], [j])[0] for m in METHODS if m in stored.scores}, True
     cfg = {**run.cfg["explain"], "methods": [m for m in METHODS if m in run.cfg["explain"]["methods"]]}
     loaded = run.loaded()
     pixels = run.pixels([image_id], cfg["image_size"], cfg["resize_mode"]).to(loaded.device)

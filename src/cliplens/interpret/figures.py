@@ -117,7 +117,7 @@ def plot_head_maps(
     """Overlay each head's map [n, H, gh, gw] (topic or contrastive) on the image [h, w, 3]: a row per
     layer, a column per head (a sheet of pictures); each map spans its own range (diverging maps:
     symmetric about 0, coolwarm)."""
-    from cliplens.maps import upsample_maps
+    from cliplens.stored_maps import upsample_maps
 
     num_layers, num_heads = maps.shape[:2]
     upsampled = upsample_maps(maps, image.shape[:2])

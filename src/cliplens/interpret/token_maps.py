@@ -13,8 +13,9 @@ from torchvision.transforms.v2 import functional as TF
 from cliplens.images import iterate_batches, square_transform
 from cliplens.interpret.decompose import ConstantSplit, decompose
 from cliplens.interpret.labels import ArrayLike, _numpy
-from cliplens.maps import ExplanationScores, method_scores, register
+from cliplens.maps import method_scores, register, stored_scores
 from cliplens.models import LoadedModel
+from cliplens.stored_maps import ExplanationScores
 
 
 def _patch_terms(head_tokens: ArrayLike, grid_size: tuple[int, int]) -> np.ndarray:
@@ -100,6 +101,4 @@ def segmentation_scores(
     for batch, pixels, _ in iterate_batches(rows, transform, size, batch_size, num_workers, loaded.device):
         parts.append(method_scores(loaded, METHOD, pixels, text, {"layers": layers, "constant_split": constant_split}).numpy())
         ids += batch["image_id"].tolist()
-    return ExplanationScores.of_methods(
-        ids, list(labels), (size, size), {METHOD: np.concatenate(parts)}, np.asarray(class_embeddings)
-    )
+    return stored_scores(ids, list(labels), (size, size), {METHOD: np.concatenate(parts)}, np.asarray(class_embeddings))
