@@ -1,6 +1,7 @@
 """The perturbation figures that show images (Snakemake script): per family, a preview of one dataset
 image at every severity and, on a labelled dataset, each model's susceptibility gallery. Every
-image is decoded once and perturbed once per cell, whichever figures show it."""
+image is decoded once and perturbed once per cell, whichever figures show it; one family's images
+are held at a time."""
 
 import pandas as pd
 
@@ -28,22 +29,19 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         family: family_specs(family, grid["severities"], grid["seeds"][:1], grid["params"]) for family, grid in grids.items()
     }
     rows = manifest[manifest["image_id"].isin(set().union(*shown.values()))]
-    views = perturbed_views(rows, specs, params.image_size, params.backend, shown)
-    for family, grid in grids.items():
-        parameters = resolve_params(family, grid["params"])
-        plot_family_preview(views[family], previewed, family, outputs[f"preview_{family}"], parameters)
-    dataset = snakemake.wildcards.dataset
-    for (model, random_weights), top, per_image_path in zip(params.models.items(), tops.values(), inputs.per_image):
-        per_image = pd.read_parquet(per_image_path)
-        for family, grid in grids.items():
+    per_image = {model: pd.read_parquet(path) for model, path in zip(params.models, inputs.per_image)}
+    for family, views in perturbed_views(rows, specs, params.image_size, params.backend, shown):
+        grid = grids[family]
+        plot_family_preview(views, previewed, family, outputs[f"preview_{family}"], resolve_params(family, grid["params"]))
+        for model, random_weights in params.models.items():
             plot_susceptibility_gallery(
-                top,
-                views[family],
+                tops[model],
+                views,
                 outputs[f"susceptibility_{model}_{family}"],
                 family=family,
                 severities=[0, *sorted(grid["severities"])],
-                per_image=per_image,
-                dataset=dataset,
+                per_image=per_image[model],
+                dataset=snakemake.wildcards.dataset,
                 random_weights=random_weights,
             )
     log.info("previews and %d models' galleries of %d families (%d images)", len(tops), len(grids), len(rows))

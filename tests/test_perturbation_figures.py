@@ -266,7 +266,7 @@ def test_perturbed_views_decode_once_and_match_the_embedding_steps_perturbation(
     rows = pd.DataFrame({"image_id": names, "path": [str(tmp_path / f"{n}.png") for n in names], "mask_path": None})
     specs = {family: family_specs(family, [1, 3], [0], {}) for family in ("contrast", "rotation")}
     shown = {"contrast": {"astronaut", "coffee"}, "rotation": {"chelsea"}}
-    views = perturbed_views(rows, specs, size=64, shown=shown)
+    views = dict(perturbed_views(rows, specs, size=64, shown=shown))
     assert set(views["contrast"]) == {(i, s) for i in ("astronaut", "coffee") for s in (0, 1, 3)}
     assert set(views["rotation"]) == {("chelsea", s) for s in (0, 1, 3)}
     _, pixels, _ = next(iterate_batches(rows, preprocess_without_normalize({"size": 64}), 64, 3, 0, torch.device("cpu")))
@@ -300,7 +300,7 @@ def test_perturbed_views_of_masked_families_match_the_embedding_steps_loader(tmp
         "background_mask": family_specs("background_mask", [2, 5], [0], {}),
         "jpeg_compression": family_specs("jpeg_compression", [3], [0], {}),
     }
-    views = perturbed_views(rows, specs, size=96)
+    views = dict(perturbed_views(rows, specs, size=96))
     assert {image_id for image_id, _ in views["background_mask"]} == set(rows["image_id"][:3])
     assert "skipping unreadable image" in caplog.text and "broken.jpg" in caplog.text
     loader = iterate_batches(rows[:3], preprocess_without_normalize({"size": 96}), 96, 3, 0, torch.device("cpu"), True, True)

@@ -59,7 +59,7 @@ def perturbed_images(run: Run, family: str, image_ids: tuple[str, ...]) -> list[
     grid = run.cfg["perturbation"]
     specs = {family: family_specs(family, severities(run), grid["seeds"][:1], grid["families"].get(family) or {})}
     rows = run.manifest.loc[list(image_ids)].reset_index(drop=True)
-    views = perturbed_views(rows, specs, DISPLAY_SIZE, grid["backend"])[family]
+    views = dict(perturbed_views(rows, specs, DISPLAY_SIZE, grid["backend"]))[family]
     levels = [0, *severities(run)]
     return [[Image.fromarray(views[image_id, level]) for level in levels] for image_id in image_ids]
 

@@ -5,7 +5,7 @@ open_clip; torch and torchvision perturb (the families themselves)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,27 +49,27 @@ def perturbed_views(
     size: int = 224,
     backend: str = "torch",
     shown: Mapping[str, Collection[str]] | None = None,
-) -> dict[str, dict[tuple[str, int], np.ndarray]]:
-    """HxWx3 uint8 views of images under grid cells, for figures: ``{family: {(image_id, severity):
-    view}}`` for the families of ``specs`` (family -> its cells), severity 0 the clean view.
+) -> Iterator[tuple[str, dict[tuple[str, int], np.ndarray]]]:
+    """HxWx3 uint8 views of images under grid cells, for figures: ``(family, {(image_id, severity):
+    view})`` for each family of ``specs`` (family -> its cells) in turn, severity 0 the clean view.
 
     The images of ``rows`` are decoded once, as the embedding step sees them at ``size``; each
     family gets the input the embedding step gives it (8-bit bytes or [0, 1] floats) and perturbs
-    its ``shown`` image ids only (default: all), batched.
+    its ``shown`` image ids only (default: all), batched. One family's views are made at a time, so
+    a caller that draws them before asking for the next holds one family in memory.
     """
     needs_masks = any(needs_mask(family) for family in specs)
     ids, clean, objects = decode_views(rows, size, needs_masks)
     input_of = family_inputs(torch.from_numpy(clean).permute(0, 3, 1, 2), backend)
-    views: dict[str, dict[tuple[str, int], np.ndarray]] = {family: {} for family in specs}
     for family, cells in specs.items():
         keep = [i for i, image_id in enumerate(ids) if shown is None or image_id in shown[family]]
-        if not keep:
-            continue
-        kept_ids, index = [ids[i] for i in keep], torch.tensor(keep)
-        views[family].update({(image_id, 0): clean[i] for i, image_id in zip(keep, kept_ids)})
-        pixels = input_of(family)[index]
-        family_masks = torch.from_numpy(objects[keep]) if needs_mask(family) else None
-        for spec in cells:
-            perturbed = uint8_images(apply_spec(pixels, kept_ids, spec, family_masks, backend))
-            views[family].update({(image_id, spec.severity): view for image_id, view in zip(kept_ids, perturbed)})
-    return views
+        views: dict[tuple[str, int], np.ndarray] = {}
+        if keep:
+            kept_ids, index = [ids[i] for i in keep], torch.tensor(keep)
+            views.update({(image_id, 0): clean[i] for i, image_id in zip(keep, kept_ids)})
+            pixels = input_of(family)[index]
+            family_masks = torch.from_numpy(objects[keep]) if needs_mask(family) else None
+            for spec in cells:
+                perturbed = uint8_images(apply_spec(pixels, kept_ids, spec, family_masks, backend))
+                views.update({(image_id, spec.severity): view for image_id, view in zip(kept_ids, perturbed)})
+        yield family, views
