@@ -196,3 +196,24 @@ def test_the_crop_moves_nothing_within_the_figure(tmp_path: Path) -> None:
     )
     assert differing == 0
     plt.close("all")
+
+
+def test_the_style_is_applied_and_titles_sit_where_matplotlib_would_put_them() -> None:
+    """:data:`plotting.STYLE` fixes titles at the top of their axes; for axes without tick labels
+    above them (every cliplens figure) that is matplotlib's own automatic placement, pixel for pixel."""
+    assert {key: plt.rcParams[key] for key in plotting.STYLE} == plotting.STYLE  # applied on import
+    assert plotting.STYLE["axes.titley"] == 1.0
+
+    def drawn(style: dict) -> np.ndarray:
+        with plt.rc_context(style):
+            fig, axes = plt.subplots(1, 2, figsize=(4, 2), sharey=True)
+            for axis in axes:
+                axis.plot([0, 1], [0, 1])
+                axis.set_title("a title", fontsize=9)
+                axis.set_xlabel("x")
+            fig.canvas.draw()
+            pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
+            plt.close(fig)
+            return pixels
+
+    assert np.array_equal(drawn({}), drawn({"axes.titley": None, "text.hinting": "none"}))
