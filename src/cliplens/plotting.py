@@ -42,13 +42,13 @@ from cliplens.figure_files import (
 from cliplens.metrics import as_numpy
 from cliplens.runtime import saving_figure
 
-STYLE = {"axes.titley": 1.0, "text.hinting": "none"}
+STYLE: dict[str, Any] = {"axes.titley": 1.0, "text.hinting": "none"}
 """Matplotlib settings of every cliplens figure, each worth about a twentieth of a plot's drawing
 time. Titles sit at the top of their axes: no cliplens figure puts tick labels above an axes, and
 matplotlib's search for them measures every x tick label of every titled axes while drawing.
 Glyphs are rasterised from their outlines without hinting, as a PDF viewer draws them (at
 100 dpi a shade softer than hinted text)."""
-plt.rcParams.update(STYLE)
+plt.rcParams.update(cast(Any, STYLE))
 
 
 def mark_random_weights(fig: plt.Figure) -> None:
