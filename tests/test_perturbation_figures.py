@@ -186,6 +186,14 @@ def test_trajectories_draw_each_images_path_through_the_projection(tables: dict,
     for line, image_id in zip(paths, ["img0", "img1"]):
         rows = coords[coords["image_id"] == image_id].sort_values("severity")
         np.testing.assert_allclose(line.get_xydata(), rows[["pc1", "pc2"]].to_numpy())
+    # severities are discrete: one colour each, the colour bar labelled with them
+    levels = [0, *SEVERITIES]
+    bar = fig.axes[1]
+    assert [label.get_text() for label in bar.get_yticklabels()] == [str(level) for level in levels]
+    for dots, image_id in zip(fig.axes[0].collections[1:], ["img0", "img1"]):
+        severity = coords[coords["image_id"] == image_id].sort_values("severity")["severity"]
+        assert dots.get_array().tolist() == [levels.index(value) for value in severity]
+        assert len({tuple(colour) for colour in dots.to_rgba(dots.get_array())}) == len(levels)
 
 
 def test_gallery_reads_every_image_through_a_callable(tables: dict, tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm
 
 from cliplens.perturbation.drift import (
     Trajectories,
@@ -231,13 +233,16 @@ def plot_drift_trajectories(
     ax.scatter(vertices[:, 0], vertices[:, 1], marker="s", color="grey", s=25)
     for (x, y), label in zip(vertices, trajectories.label_names):
         ax.annotate(label, (x, y), fontsize=8, color="dimgrey", xytext=(4, 4), textcoords="offset points")
-    norm = plt.Normalize(0, max(int(coords["severity"].max()), 1)) if len(coords) else plt.Normalize(0, 1)
+    levels = sorted(coords["severity"].unique()) or [0]  # severities are discrete: one colour each
+    colours = plt.get_cmap("viridis", len(levels))
+    norm = BoundaryNorm(np.arange(len(levels) + 1) - 0.5, len(levels))
     for image_id in image_ids:
         path_rows = coords[coords["image_id"] == image_id].sort_values("severity")
         if path_rows.empty:
             continue
         ax.plot(path_rows["pc1"], path_rows["pc2"], color="black", lw=0.8, alpha=0.6)
-        ax.scatter(path_rows["pc1"], path_rows["pc2"], c=path_rows["severity"], cmap="viridis", norm=norm, s=30, zorder=3)
+        level = np.searchsorted(levels, path_rows["severity"])
+        ax.scatter(path_rows["pc1"], path_rows["pc2"], c=level, cmap=colours, norm=norm, s=30, zorder=3)
         ax.annotate(
             image_id,
             (path_rows["pc1"].iloc[-1], path_rows["pc2"].iloc[-1]),
@@ -245,7 +250,8 @@ def plot_drift_trajectories(
             xytext=(4, -10),
             textcoords="offset points",
         )
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="severity (0 = clean)")
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colours), ax=ax, ticks=range(len(levels)), label="severity (0 = clean)")
+    bar.set_ticklabels([str(level) for level in levels])
     ratio = trajectories.explained_variance_ratio
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
